@@ -1,0 +1,35 @@
+"""Masking of ignored and missing targets, shared by every loss that accepts ``ignore_index``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["target_mask"]
+
+
+def target_mask(target: Tensor, ignore_index: float | None) -> tuple[Tensor, Tensor | None]:
+    """Split ``target`` into a clean 0/1 tensor and a validity mask.
+
+    Entries equal to ``ignore_index`` and, for floating targets, NaN entries are invalid. Invalid entries are
+    replaced by 0 in the returned target (so that no NaN reaches the loss or its gradient) and are 0 in the
+    mask. No host synchronisation: the mask is computed with element-wise ops only.
+
+    Args:
+        target: ``(N, C)`` targets.
+        ignore_index: a target value to ignore (e.g. ``-1``), or ``None``.
+
+    Returns:
+        ``(clean_target, mask)`` where ``mask`` is a bool tensor of the target's shape, or ``None`` when nothing
+        can be masked (integer/bool target and ``ignore_index is None``), so callers can skip masking for free.
+    """
+    invalid: Tensor | None = None
+    if target.is_floating_point():
+        invalid = torch.isnan(target)
+    if ignore_index is not None:
+        hit = target == ignore_index
+        invalid = hit if invalid is None else invalid | hit
+    if invalid is None:
+        return target, None
+    clean = torch.where(invalid, torch.zeros((), dtype=target.dtype, device=target.device), target)
+    return clean, ~invalid

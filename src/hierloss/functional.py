@@ -1,0 +1,13 @@
+"""Functional forms of every hierloss loss and penalty (``hierloss.functional.hbce_loss`` etc.).
+
+Each function here has a module twin in :mod:`hierloss.losses` whose ``forward`` is one call to the function.
+"""
+
+from __future__ import annotations
+
+from hierloss.propagation import max_over_descendants, min_over_ancestors
+
+__all__ = [
+    "max_over_descendants",
+    "min_over_ancestors",
+]

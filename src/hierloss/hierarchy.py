@@ -435,25 +435,21 @@ class Hierarchy:
         Raises:
             ValueError: if a value is not 0 or 1 (naming the column and the value), or the shape does not match.
         """
-        try:
-            import pandas as pd
-        except ImportError:  # pragma: no cover - pandas is a core dependency
-            pd = None
-        if pd is not None and isinstance(y, pd.DataFrame):
+        if isinstance(y, Tensor):
+            return self._propagate_tensor(y)
+        if isinstance(y, np.ndarray):
+            return self._propagate_tensor(torch.from_numpy(np.ascontiguousarray(y))).numpy()
+        import pandas as pd
+
+        if isinstance(y, pd.DataFrame):
             missing = [lab for lab in self._labels if lab not in y.columns]
             if missing:
                 raise ValueError(f"DataFrame is missing hierarchy label columns: {missing!r}")
-            block = y.loc[:, list(self._labels)]
-            values = self.propagate(block.to_numpy())
+            values = self.propagate(y.loc[:, list(self._labels)].to_numpy())
             out = y.copy()
             for j, lab in enumerate(self._labels):
                 out[lab] = values[:, j].astype(y[lab].dtype, copy=False)
             return out
-        if isinstance(y, Tensor):
-            return self._propagate_tensor(y)
-        if isinstance(y, np.ndarray):
-            result = self._propagate_tensor(torch.from_numpy(np.ascontiguousarray(y)))
-            return result.numpy()
         raise TypeError(f"propagate expects a numpy array, torch tensor or pandas DataFrame, got {type(y).__name__}")
 
     def _propagate_tensor(self, y: Tensor) -> Tensor:

@@ -23,8 +23,8 @@ step "core environment .venv"
 step "core test suite"
 .venv/bin/python -m pytest -n 2 -m "not examples" -p no:cacheprovider
 
-if [ "${HIERLOSS_SKIP_EXAMPLES:-0}" = 1 ]; then
-  echo "HIERLOSS_SKIP_EXAMPLES=1: examples tests skipped"
+if [ "${HIERLOSS_SKIP_EXAMPLES:-0}" = 1 ] || [ ! -d tests/examples ]; then
+  echo "examples tests skipped (HIERLOSS_SKIP_EXAMPLES=1 or no tests/examples)"
   exit 0
 fi
 

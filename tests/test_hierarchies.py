@@ -1,0 +1,113 @@
+"""Tests for hierloss.hierarchies: the CheXpert hierarchy and the reference's target derivation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hierloss.hierarchies import CHEXPERT_OBSERVATIONS, chexpert, chexpert_targets
+
+_EDGES = {
+    ("Abnormal", "Opacity"), ("Abnormal", "Cardiac"), ("Abnormal", "Other"),
+    ("Opacity", "Lung Opacity"), ("Opacity", "Lung Lesion"), ("Opacity", "Fluid Accumulation"),
+    ("Opacity", "Missing Lung Tissue"),
+    ("Fluid Accumulation", "Edema"), ("Fluid Accumulation", "Consolidation"),
+    ("Fluid Accumulation", "Pleural Effusion"), ("Fluid Accumulation", "Pneumonia"),
+    ("Missing Lung Tissue", "Atelectasis"), ("Missing Lung Tissue", "Pneumothorax"),
+    ("Missing Lung Tissue", "Pleural Other"),
+    ("Cardiac", "Enlarged Cardiomediastinum"), ("Cardiac", "Cardiomegaly"),
+    ("Other", "Fracture"), ("Other", "Support Devices"),
+    ("Enlarged Cardiomediastinum", "Cardiomegaly"), ("Consolidation", "Pneumonia"),
+}
+
+
+def _reference_targets(frame: pd.DataFrame, uncertain: bool = True) -> pd.DataFrame:
+    """A row-by-row port of the reference's derivation (the loop the library replaces)."""
+    out = frame.copy()
+    rows = []
+    for _, row in frame.iterrows():
+        new = {}
+        all_zero = all(row[c] == 0 for c in CHEXPERT_OBSERVATIONS)
+        if uncertain:
+            new["Uncertain"] = 1 if all_zero else 0
+        new["Abnormal"] = 0 if (row["No Finding"] == 1 or all_zero) else 1
+        new["Cardiac"] = 1 if (row["Enlarged Cardiomediastinum"] == 1 or row["Cardiomegaly"] == 1) else 0
+        opacity = ["Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Pleural Effusion",
+                   "Atelectasis", "Pneumothorax", "Pleural Other"]
+        new["Opacity"] = 1 if any(row[c] == 1 for c in opacity) else 0
+        fluid = ["Edema", "Consolidation", "Pneumonia", "Pleural Effusion"]
+        new["Fluid Accumulation"] = 1 if any(row[c] == 1 for c in fluid) else 0
+        missing = ["Atelectasis", "Pneumothorax", "Pleural Other"]
+        new["Missing Lung Tissue"] = 1 if any(row[c] == 1 for c in missing) else 0
+        new["Other"] = 1 if (row["Fracture"] == 1 or row["Support Devices"] == 1) else 0
+        rows.append(new)
+    derived = pd.DataFrame(rows, index=frame.index)
+    for col in derived.columns:
+        out[col] = derived[col].astype(np.int64)
+    return out
+
+
+def test_chexpert_structure() -> None:
+    """21 labels in the reference order and exactly the paper's 20 edges."""
+    h = chexpert()
+    assert h.labels == (*sorted(CHEXPERT_OBSERVATIONS), "Uncertain", "Abnormal", "Cardiac", "Fluid Accumulation",
+                        "Missing Lung Tissue", "Opacity", "Other")
+    assert set(h.edges) == _EDGES and h.num_edges == 20
+    assert h.parents("Cardiomegaly") == ("Enlarged Cardiomediastinum", "Cardiac")
+    assert h.parents("Pneumonia") == ("Consolidation", "Fluid Accumulation")
+    assert "No Finding" in h.roots and "Uncertain" in h.roots
+
+
+def test_chexpert_without_uncertain() -> None:
+    """uncertain=False drops the 'Uncertain' label only."""
+    h = chexpert(uncertain=False)
+    assert h.num_labels == 20 and "Uncertain" not in h.labels and h.num_edges == 20
+
+
+def test_targets_match_reference_on_real_file(shared_data: Path) -> None:
+    """On the CheXpert test ground truth the vectorised derivation equals the reference's row loop."""
+    frame = pd.read_csv(shared_data / "chexpert" / "test_groundtruth.csv")
+    for uncertain in (True, False):
+        got = chexpert_targets(frame, uncertain=uncertain)
+        want = _reference_targets(frame, uncertain=uncertain)
+        pd.testing.assert_frame_equal(got, want, check_like=True)
+        labels = list(chexpert(uncertain).labels)
+        assert got[labels].shape == (500, len(labels))
+
+
+def test_targets_keep_violations(shared_data: Path) -> None:
+    """Rows with 'No Finding' and another finding keep the violation (this is not propagate)."""
+    frame = pd.read_csv(shared_data / "chexpert" / "test_groundtruth.csv")
+    got = chexpert_targets(frame)
+    both = (got["No Finding"] == 1) & (got["Support Devices"] == 1)
+    assert (got.loc[both, "Abnormal"] == 0).all()
+    assert (got.loc[both, "Other"] == 1).all()
+
+
+def test_targets_columns_any_order_and_extra_columns() -> None:
+    """Columns are matched by name; extra columns are kept; the input is not modified."""
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.integers(0, 2, (30, 14)), columns=list(reversed(CHEXPERT_OBSERVATIONS)))
+    frame.insert(0, "Path", [f"img{i}.jpg" for i in range(30)])
+    got = chexpert_targets(frame)
+    pd.testing.assert_frame_equal(got, _reference_targets(frame), check_like=True)
+    assert "Abnormal" not in frame.columns and got["Path"].tolist() == frame["Path"].tolist()
+
+
+def test_targets_errors() -> None:
+    """Missing observation columns and values outside {0, 1} are named in the error."""
+    frame = pd.DataFrame(0, index=range(3), columns=list(CHEXPERT_OBSERVATIONS))
+    with pytest.raises(ValueError, match=r"missing observation columns \['Edema'\]"):
+        chexpert_targets(frame.drop(columns=["Edema"]))
+    bad = frame.astype(float)
+    bad.loc[0, "Pneumonia"] = -1.0
+    bad.loc[1, "Pneumonia"] = -1.0
+    with pytest.raises(ValueError, match=r"column 'Pneumonia' holds -1\.0 \(2 values outside \{0, 1\}\)"):
+        chexpert_targets(bad)
+    nan = frame.astype(float)
+    nan.loc[2, "Edema"] = np.nan
+    with pytest.raises(ValueError, match=r"column 'Edema' holds nan \(1 values"):
+        chexpert_targets(nan)

@@ -1,0 +1,349 @@
+"""Tests for hierloss.hierarchy: constructors, queries, propagation and validation errors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hierloss import Hierarchy
+
+
+@st.composite
+def random_dags(draw: st.DrawFn, max_labels: int = 12) -> Hierarchy:
+    """A random DAG: labels in a random order, edges only from earlier to later positions of a hidden order."""
+    n = draw(st.integers(1, max_labels))
+    hidden = draw(st.permutations(range(n)))
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    chosen = draw(st.lists(st.sampled_from(pairs), unique=True, max_size=2 * n)) if pairs else []
+    labels = [f"L{k}" for k in range(n)]
+    edges = [(labels[hidden[i]], labels[hidden[j]]) for i, j in chosen]
+    order = draw(st.permutations(labels))
+    return Hierarchy(order, edges)
+
+
+@pytest.fixture
+def dag() -> Hierarchy:
+    """A small DAG with a multi-parent node and an isolated label."""
+    return Hierarchy.from_dict(
+        {"A": ["B", "C"], "B": ["D"], "C": ["D", "E"], "Iso": []},
+    )
+
+
+def _graph(h: Hierarchy) -> nx.DiGraph:
+    g = nx.DiGraph()
+    g.add_nodes_from(h.labels)
+    g.add_edges_from(h.edges)
+    return g
+
+
+def _naive_propagate(h: Hierarchy, y: np.ndarray) -> np.ndarray:
+    g = _graph(h)
+    out = y.copy()
+    for r in range(y.shape[0]):
+        for j, lab in enumerate(h.labels):
+            if y[r, j]:
+                for a in nx.ancestors(g, lab):
+                    out[r, h.index(a)] = 1
+    return out
+
+
+# ---------------------------------------------------------------- construction
+def test_from_dict_orders_by_first_appearance(dag: Hierarchy) -> None:
+    """Without `labels`, columns follow the order of first appearance in the dict."""
+    assert dag.labels == ("A", "B", "C", "D", "E", "Iso")
+    assert dag.num_labels == 6
+    assert dag.edges == (("A", "B"), ("A", "C"), ("B", "D"), ("C", "D"), ("C", "E"))
+    assert dag.num_edges == 5
+
+
+def test_explicit_labels_fix_column_order() -> None:
+    """`labels` fixes the column order and may hold labels in no edge."""
+    h = Hierarchy.from_edges([("p", "c")], labels=["c", "x", "p"])
+    assert h.labels == ("c", "x", "p")
+    assert h.edge_index.tolist() == [[2], [0]]
+
+
+def test_edges_are_canonically_sorted() -> None:
+    """Edges given in any order come out sorted by (parent column, child column)."""
+    a = Hierarchy.from_edges([("b", "c"), ("a", "c"), ("a", "b")], labels=["a", "b", "c"])
+    b = Hierarchy.from_edges([("a", "b"), ("a", "c"), ("b", "c")], labels=["a", "b", "c"])
+    assert a.edges == (("a", "b"), ("a", "c"), ("b", "c"))
+    assert a == b and hash(a) == hash(b)
+
+
+def test_edge_index_matches_edges(dag: Hierarchy) -> None:
+    """`edge_index` has parents in row 0 and children in row 1, in the order of `edges`."""
+    ei = dag.edge_index
+    assert ei.dtype == torch.long and ei.shape == (2, dag.num_edges)
+    assert [(dag.labels[p], dag.labels[c]) for p, c in ei.t().tolist()] == list(dag.edges)
+
+
+def test_empty_edge_index_shape() -> None:
+    """A hierarchy without edges has a (2, 0) edge_index."""
+    h = Hierarchy(["a", "b"])
+    assert h.edge_index.shape == (2, 0)
+    assert h.roots == ("a", "b") and h.leaves == ("a", "b")
+
+
+def test_from_networkx_multi_parent() -> None:
+    """A networkx DAG with a multi-parent node converts with its node order and edges."""
+    g = nx.DiGraph()
+    g.add_nodes_from(["root", "x", "y", "z", "lonely"])
+    g.add_edges_from([("root", "x"), ("root", "y"), ("x", "z"), ("y", "z")])
+    h = Hierarchy.from_networkx(g)
+    assert h.labels == ("root", "x", "y", "z", "lonely")
+    assert h.parents("z") == ("x", "y")
+    assert nx.utils.graphs_equal(h.to_networkx(), g)
+
+
+def test_round_trips(dag: Hierarchy) -> None:
+    """json, dict, networkx and pickle round trips give an equal hierarchy."""
+    assert Hierarchy.from_json(dag.to_json()) == dag
+    assert Hierarchy.from_dict(dag.to_dict()) == dag
+    assert Hierarchy.from_networkx(dag.to_networkx()) == dag
+    clone = pickle.loads(pickle.dumps(dag))
+    assert clone == dag and hash(clone) == hash(dag)
+    assert clone.ancestors("D") == dag.ancestors("D")
+
+
+def test_immutable(dag: Hierarchy) -> None:
+    """Attributes cannot be set or deleted."""
+    with pytest.raises(AttributeError, match="immutable"):
+        dag.labels = ("x",)  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="immutable"):
+        del dag._labels
+
+
+def test_equality_depends_on_label_order() -> None:
+    """The same edges with another label order are a different hierarchy."""
+    a = Hierarchy(["a", "b"], [("a", "b")])
+    b = Hierarchy(["b", "a"], [("a", "b")])
+    assert a != b
+    assert a != "not a hierarchy"
+
+
+# ---------------------------------------------------------------- queries
+def test_queries_against_networkx(dag: Hierarchy) -> None:
+    """parents/children/ancestors/descendants agree with networkx."""
+    g = _graph(dag)
+    for lab in dag.labels:
+        assert set(dag.parents(lab)) == set(g.predecessors(lab))
+        assert set(dag.children(lab)) == set(g.successors(lab))
+        assert set(dag.ancestors(lab)) == nx.ancestors(g, lab)
+        assert set(dag.descendants(lab)) == nx.descendants(g, lab)
+    assert dag.roots == ("A", "Iso")
+    assert dag.leaves == ("D", "E", "Iso")
+    assert dag.ancestors("D") == ("A", "B", "C")
+
+
+def test_depth_is_longest_path_from_a_root() -> None:
+    """On a DAG, depth is the longest path from a root, so a child is always deeper than its parents."""
+    h = Hierarchy.from_dict({"r": ["a", "c"], "a": ["b"], "b": ["c"]})
+    assert [h.depth(x) for x in ("r", "a", "b", "c")] == [0, 1, 2, 3]
+    for p, c in h.edges:
+        assert h.depth(c) > h.depth(p)
+
+
+def test_index_and_unknown_label(dag: Hierarchy) -> None:
+    """`index` maps names to columns and names an unknown label in its error."""
+    assert dag.index("C") == 2
+    assert "C" in dag and "Z" not in dag
+    with pytest.raises(ValueError, match="'Z' is not a label of the hierarchy"):
+        dag.index("Z")
+    with pytest.raises(ValueError, match="'Z' is not a label"):
+        dag.ancestors("Z")
+
+
+def test_ancestor_matrix(dag: Hierarchy) -> None:
+    """ancestor_matrix()[i, j] is True exactly when label j is a proper ancestor of label i."""
+    m = dag.ancestor_matrix()
+    assert m.dtype == torch.bool and m.shape == (6, 6)
+    g = _graph(dag)
+    for i, a in enumerate(dag.labels):
+        for j, b in enumerate(dag.labels):
+            assert bool(m[i, j]) == (b in nx.ancestors(g, a))
+
+
+def test_closure_is_transitive_closure(dag: Hierarchy) -> None:
+    """closure() has exactly the edges of networkx's transitive closure, same labels."""
+    c = dag.closure()
+    assert c.labels == dag.labels
+    assert set(c.edges) == set(nx.transitive_closure_dag(_graph(dag)).edges)
+
+
+def test_topological_order(dag: Hierarchy) -> None:
+    """Every parent precedes its children in topological_order."""
+    pos = {lab: i for i, lab in enumerate(dag.topological_order)}
+    assert sorted(pos) == sorted(dag.labels)
+    assert all(pos[p] < pos[c] for p, c in dag.edges)
+
+
+# ---------------------------------------------------------------- propagate
+def test_propagate_numpy_matches_naive_loop(dag: Hierarchy) -> None:
+    """propagate on a NumPy matrix equals a per-row loop over ancestors and keeps the dtype."""
+    rng = np.random.default_rng(0)
+    y = (rng.random((50, dag.num_labels)) < 0.2).astype(np.int32)
+    out = dag.propagate(y)
+    assert out.dtype == np.int32 and out.shape == y.shape
+    np.testing.assert_array_equal(out, _naive_propagate(dag, y))
+
+
+def test_propagate_tensor_bool_float_and_1d(dag: Hierarchy) -> None:
+    """Tensors keep dtype and device; 1-D label vectors work."""
+    y = torch.zeros(dag.num_labels)
+    y[dag.index("D")] = 1
+    out = dag.propagate(y)
+    assert out.dtype == torch.float32
+    assert out.tolist() == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+    b = dag.propagate(y.bool().unsqueeze(0))
+    assert b.dtype == torch.bool and b.tolist() == [[True, True, True, True, False, False]]
+
+
+def test_propagate_dataframe_matches_columns_by_name(dag: Hierarchy) -> None:
+    """DataFrame columns are matched by name in any order; other columns are untouched."""
+    frame = pd.DataFrame({"E": [1, 0], "note": ["x", "y"], "Iso": [0, 1], "D": [0, 0], "C": [0, 0],
+                          "B": [0, 0], "A": [0, 0]})
+    out = dag.propagate(frame)
+    assert list(out.columns) == list(frame.columns)
+    assert out["note"].tolist() == ["x", "y"]
+    assert out.loc[0, ["A", "C", "E"]].tolist() == [1, 1, 1]
+    assert out.loc[0, ["B", "D", "Iso"]].tolist() == [0, 0, 0]
+    assert out.loc[1].drop("note").tolist() == [0, 1, 0, 0, 0, 0]
+    assert frame["A"].tolist() == [0, 0]  # input not modified
+
+
+def test_propagate_errors(dag: Hierarchy) -> None:
+    """Non-0/1 values, wrong shapes, missing columns and unsupported types are named in the error."""
+    y = np.zeros((2, dag.num_labels))
+    y[1, dag.index("C")] = -1
+    with pytest.raises(ValueError, match=r"column 'C' holds -1\.0; propagate expects 0/1 labels \(1 such"):
+        dag.propagate(y)
+    with pytest.raises(ValueError, match=r"Expected labels of shape \(N, 6\) or \(6,\), got \(2, 5\)"):
+        dag.propagate(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match=r"missing hierarchy label columns: \['Iso'\]"):
+        dag.propagate(pd.DataFrame({lab: [0] for lab in dag.labels[:-1]}))
+    with pytest.raises(TypeError, match="got list"):
+        dag.propagate([[0] * 6])  # type: ignore[call-overload]
+
+
+# ---------------------------------------------------------------- validation errors
+def test_cycle_is_named() -> None:
+    """A cycle raises a ValueError that lists the nodes of the cycle in edge direction."""
+    with pytest.raises(ValueError, match="the hierarchy has a cycle: 'b' → 'c' → 'd' → 'b'"):
+        Hierarchy.from_edges([("a", "b"), ("b", "c"), ("c", "d"), ("d", "b")])
+
+
+def test_self_loop() -> None:
+    """A self-loop is rejected by name."""
+    with pytest.raises(ValueError, match=r"edge \('a', 'a'\) is a self-loop"):
+        Hierarchy(["a"], [("a", "a")])
+
+
+def test_duplicate_label_and_edge() -> None:
+    """Duplicate labels and duplicate edges are rejected, never silently merged."""
+    with pytest.raises(ValueError, match="duplicate label 'a' at positions 0 and 2"):
+        Hierarchy(["a", "b", "a"])
+    with pytest.raises(ValueError, match=r"duplicate edge \('a', 'b'\)"):
+        Hierarchy(["a", "b"], [("a", "b"), ("a", "b")])
+
+
+def test_unknown_label_in_edge() -> None:
+    """An edge naming a label outside `labels` names the edge and the label."""
+    with pytest.raises(ValueError, match=r"edge \('Cardiac', 'Cardiomegaly'\): 'Cardiomegaly' is not a label"):
+        Hierarchy.from_edges([("Cardiac", "Cardiomegaly")], labels=["Cardiac"])
+
+
+def test_bad_names() -> None:
+    """Empty and non-string names are rejected with their position or edge."""
+    with pytest.raises(ValueError, match="label names must be non-empty, got ''"):
+        Hierarchy(["a", ""])
+    with pytest.raises(ValueError, match="label names must be non-empty, got '  '"):
+        Hierarchy.from_edges([("a", "  ")])
+    with pytest.raises(TypeError, match="label at position 1: label names must be strings, got 3 of type int"):
+        Hierarchy(["a", 3])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="`labels` must be a sequence of names"):
+        Hierarchy("abc")
+    with pytest.raises(TypeError, match="edges must be \\(parent, child\\) pairs, got 'ab'"):
+        Hierarchy(["a", "b"], ["ab"])  # type: ignore[list-item]
+
+
+def test_from_dict_string_children() -> None:
+    """A single child given as a string (not a list) is a TypeError that shows the fix."""
+    with pytest.raises(TypeError, match=r"children of 'A' must be a list of names, got 'B'"):
+        Hierarchy.from_dict({"A": "B"})  # type: ignore[dict-item]
+
+
+def test_from_networkx_errors() -> None:
+    """Undirected graphs and labels missing graph nodes are rejected."""
+    with pytest.raises(TypeError, match=r"expected a networkx\.DiGraph"):
+        Hierarchy.from_networkx(nx.Graph([("a", "b")]))  # type: ignore[arg-type]
+    g = nx.DiGraph([("a", "b")])
+    with pytest.raises(ValueError, match=r"graph nodes missing from `labels`: \['b'\]"):
+        Hierarchy.from_networkx(g, labels=["a"])
+
+
+def test_from_json_errors() -> None:
+    """Malformed JSON is reported as a ValueError saying what is wrong."""
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Hierarchy.from_json("{")
+    with pytest.raises(ValueError, match='keys "labels" and "edges"'):
+        Hierarchy.from_json(json.dumps({"labels": []}))
+    with pytest.raises(ValueError, match="must be lists"):
+        Hierarchy.from_json(json.dumps({"labels": "a", "edges": []}))
+
+
+# ---------------------------------------------------------------- properties on random DAGs
+@settings(max_examples=40, deadline=None)
+@given(random_dags())
+def test_closure_is_transitive_and_matches_networkx(h: Hierarchy) -> None:
+    """The closure's edge set is transitive and equals networkx's transitive closure."""
+    c = set(h.closure().edges)
+    assert c == set(nx.transitive_closure_dag(_graph(h)).edges)
+    for a, b in c:
+        for b2, d in c:
+            if b == b2:
+                assert (a, d) in c
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_dags(), st.integers(0, 2**31 - 1))
+def test_propagate_idempotent_never_lowers(h: Hierarchy, seed: int) -> None:
+    """propagate never lowers a label, is idempotent, and equals the naive loop."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((7, h.num_labels)) < 0.3).astype(np.int64)
+    out = h.propagate(y)
+    assert (out >= y).all()
+    np.testing.assert_array_equal(h.propagate(out), out)
+    np.testing.assert_array_equal(out, _naive_propagate(h, y))
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_dags())
+def test_ancestors_descendants_are_duals(h: Hierarchy) -> None:
+    """a is an ancestor of d exactly when d is a descendant of a; parents/children likewise."""
+    for a in h.labels:
+        for d in h.descendants(a):
+            assert a in h.ancestors(d)
+        for c in h.children(a):
+            assert a in h.parents(c)
+    for d in h.labels:
+        for a in h.ancestors(d):
+            assert d in h.descendants(a)
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_dags())
+def test_round_trips_random(h: Hierarchy) -> None:
+    """networkx, json, dict and pickle round trips preserve equality on random DAGs."""
+    assert Hierarchy.from_networkx(h.to_networkx()) == h
+    assert Hierarchy.from_json(h.to_json()) == h
+    assert Hierarchy.from_dict(h.to_dict(), labels=h.labels) == h
+    assert pickle.loads(pickle.dumps(h)) == h

@@ -1,0 +1,459 @@
+"""Per-edge penalties estimated from label matrices (the data-driven weights of hierarchical BCE).
+
+For an edge parent → child, the paper's data-driven penalty is ``w = 1 − P̂(child = 1 | parent = 0)``: edges
+that the training labels never violate get a penalty near 1, edges that the data itself often violates get a
+smaller one. Every estimator works from three counts per edge, all sums over rows (so chunked, streamed and
+distributed inputs give the same answer):
+
+* ``n``: rows where both the parent and the child are known;
+* ``n_parent_neg``: rows where the parent is 0 (and the child known);
+* ``n_violation``: rows where the parent is 0 and the child is 1.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hierloss.hierarchy import Hierarchy
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "BetaPenalty",
+    "ConditionalPenalty",
+    "EdgeCounts",
+    "EdgePenalties",
+    "FixedPenalty",
+    "PenaltyEstimator",
+    "count_edges",
+]
+
+UncertainPolicy = Literal["zeros", "ones", "ignore"]
+_POLICIES = ("zeros", "ones", "ignore")
+# Rows per counting block. Below 2**24, so float32 sums of 0/1 bytes are exact (and ~10x faster than int64 sums).
+_CHUNK_ROWS = 1 << 18
+
+
+@dataclass(frozen=True, eq=False)
+class EdgeCounts:
+    """Per-edge counts (int64 tensors of shape ``(E,)``, aligned with ``hierarchy.edges``)."""
+
+    n: Tensor
+    n_parent_neg: Tensor
+    n_violation: Tensor
+
+    def __add__(self, other: EdgeCounts) -> EdgeCounts:
+        return EdgeCounts(self.n + other.n, self.n_parent_neg + other.n_parent_neg,
+                          self.n_violation + other.n_violation)
+
+    def all_reduce(self, process_group: Any) -> EdgeCounts:
+        """Sum the counts over the ranks of ``process_group`` (``torch.distributed``; one collective call)."""
+        import torch.distributed as dist
+
+        stacked = torch.stack([self.n, self.n_parent_neg, self.n_violation])
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM, group=process_group)
+        return EdgeCounts(stacked[0], stacked[1], stacked[2])
+
+
+class EdgePenalties:
+    """Immutable per-edge penalties of a hierarchy, usable directly as ``HBCELoss(h, penalties=...)``.
+
+    Args:
+        hierarchy: the hierarchy whose edges the penalties follow.
+        values: ``(E,)`` penalties in ``hierarchy.edges`` order.
+        counts: the counts they were estimated from, if any.
+        estimator: a description of the estimator, for the table and serialisation.
+    """
+
+    def __init__(self, hierarchy: Hierarchy, values: Tensor | Iterable[float], counts: EdgeCounts | None = None,
+                 estimator: str = "") -> None:
+        tensor = torch.as_tensor(values if isinstance(values, Tensor) else list(values), dtype=torch.float64)
+        tensor = tensor.detach().to("cpu")
+        if tensor.shape != (hierarchy.num_edges,):
+            raise ValueError(f"Expected {hierarchy.num_edges} penalties (one per edge), got shape "
+                             f"{tuple(tensor.shape)}")
+        if not bool(torch.isfinite(tensor).all()):
+            bad = int(torch.nonzero(~torch.isfinite(tensor))[0])
+            raise ValueError(f"penalty of edge {hierarchy.edges[bad]!r} is {float(tensor[bad])!r}; penalties "
+                             "must be finite")
+        self._hierarchy = hierarchy
+        self._values = tensor
+        self._counts = counts
+        self._estimator = estimator
+
+    @property
+    def hierarchy(self) -> Hierarchy:
+        """The hierarchy the penalties belong to."""
+        return self._hierarchy
+
+    @property
+    def values(self) -> Tensor:
+        """``(E,)`` float32 tensor of penalties, aligned with ``hierarchy.edges`` (a new tensor each call)."""
+        return self._values.to(torch.float32)
+
+    @property
+    def counts(self) -> EdgeCounts | None:
+        """The counts behind the penalties (``None`` for a fixed penalty)."""
+        return self._counts
+
+    @property
+    def estimator(self) -> str:
+        """Description of the estimator that produced the penalties."""
+        return self._estimator
+
+    def __len__(self) -> int:
+        return int(self._values.numel())
+
+    def __repr__(self) -> str:
+        return f"EdgePenalties(num_edges={len(self)}, estimator={self._estimator!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EdgePenalties):
+            return NotImplemented
+        return self._hierarchy == other._hierarchy and torch.equal(self._values, other._values)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def as_mapping(self) -> dict[tuple[str, str], float]:
+        """``{(parent, child): penalty}`` for every edge."""
+        return dict(zip(self._hierarchy.edges, self._values.tolist()))
+
+    def table(self) -> pd.DataFrame:
+        """One row per edge: ``parent, child, n, n_parent_neg, n_violation, p_violation, penalty``.
+
+        ``p_violation`` is ``n_violation / n_parent_neg`` (NaN where the parent is never negative); counts are
+        missing (``<NA>``) for penalties that were not estimated from labels.
+        """
+        import pandas as pd
+
+        edges = self._hierarchy.edges
+        frame = pd.DataFrame({"parent": [p for p, _ in edges], "child": [c for _, c in edges]})
+        if self._counts is not None:
+            n_neg = self._counts.n_parent_neg.cpu().numpy()
+            n_vio = self._counts.n_violation.cpu().numpy()
+            frame["n"] = self._counts.n.cpu().numpy()
+            frame["n_parent_neg"] = n_neg
+            frame["n_violation"] = n_vio
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frame["p_violation"] = np.where(n_neg > 0, n_vio / np.maximum(n_neg, 1), np.nan)
+        else:
+            for col in ("n", "n_parent_neg", "n_violation"):
+                frame[col] = pd.array([pd.NA] * len(edges), dtype="Int64")
+            frame["p_violation"] = np.nan
+        frame["penalty"] = self._values.numpy()
+        result: pd.DataFrame = frame
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict: hierarchy, estimator, penalties and counts."""
+        out: dict[str, Any] = {
+            "hierarchy": {"labels": list(self._hierarchy.labels), "edges": [list(e) for e in self._hierarchy.edges]},
+            "estimator": self._estimator,
+            "penalties": self._values.tolist(),
+        }
+        if self._counts is not None:
+            out["counts"] = {k: getattr(self._counts, k).cpu().tolist() for k in ("n", "n_parent_neg", "n_violation")}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EdgePenalties:
+        """Inverse of :meth:`to_dict`."""
+        for key in ("hierarchy", "penalties"):
+            if key not in data:
+                raise ValueError(f"EdgePenalties.from_dict: missing key {key!r}")
+        h = data["hierarchy"]
+        hierarchy = Hierarchy(h["labels"], [tuple(e) for e in h["edges"]])
+        counts = None
+        if data.get("counts") is not None:
+            c = data["counts"]
+            counts = EdgeCounts(*(torch.tensor(c[k], dtype=torch.long) for k in ("n", "n_parent_neg", "n_violation")))
+        return cls(hierarchy, data["penalties"], counts, str(data.get("estimator", "")))
+
+
+# ---------------------------------------------------------------------------------------------- counting
+def _columns_of(chunk: Any, hierarchy: Hierarchy) -> Tensor:
+    """One chunk as a ``(C, n)`` column-major float tensor in hierarchy column order (device kept)."""
+    if isinstance(chunk, Tensor):
+        mat = chunk
+    elif isinstance(chunk, np.ndarray):
+        mat = torch.from_numpy(chunk)
+    else:
+        import pandas as pd
+
+        if isinstance(chunk, pd.DataFrame):
+            missing = [lab for lab in hierarchy.labels if lab not in chunk.columns]
+            if missing:
+                raise ValueError(f"label DataFrame is missing hierarchy columns {missing!r}")
+            block = chunk.loc[:, list(hierarchy.labels)]
+            dtypes = set(block.dtypes)
+            try:
+                if len(dtypes) == 1 and next(iter(dtypes)).kind in "biuf":
+                    values = block.to_numpy()  # a view of the frame's data where pandas can give one
+                else:
+                    values = block.to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError):
+                for col in block.columns:
+                    try:
+                        block[col].to_numpy(dtype=np.float64, na_value=np.nan)
+                    except (TypeError, ValueError):
+                        bad = next(v for v in block[col] if not _is_number(v))
+                        raise ValueError(f"column {col!r} holds the non-numeric value {bad!r}") from None
+                raise
+            with warnings.catch_warnings():  # a read-only view of the frame's data; it is never written to
+                warnings.simplefilter("ignore", UserWarning)
+                mat = torch.from_numpy(values)
+        else:
+            raise TypeError(f"labels must be a numpy array, torch tensor, pandas DataFrame, scipy.sparse matrix or "
+                            f"an iterable of those, got {type(chunk).__name__}")
+    if mat.ndim != 2 or mat.shape[1] != hierarchy.num_labels:
+        raise ValueError(f"Expected labels of shape (N, {hierarchy.num_labels}), got {tuple(mat.shape)}")
+    if mat.dtype == torch.bool:
+        mat = mat.to(torch.uint8)
+    return mat.t()
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _chunks(labels: Any) -> Iterator[Any]:
+    """Yield dense chunks from any supported input (sparse matrices densified a block of rows at a time)."""
+    if isinstance(labels, (Tensor, np.ndarray)) or type(labels).__module__.startswith("pandas"):
+        yield labels
+        return
+    if type(labels).__module__.startswith("scipy.sparse"):
+        csr = labels.tocsr()
+        for start in range(0, csr.shape[0], _CHUNK_ROWS):
+            yield csr[start:start + _CHUNK_ROWS].toarray()
+        if csr.shape[0] == 0:
+            yield csr.toarray()
+        return
+    if isinstance(labels, Iterable) and not isinstance(labels, (str, bytes, Mapping)):
+        for chunk in labels:
+            yield from _chunks(chunk)
+        return
+    raise TypeError(f"labels must be a numpy array, torch tensor, pandas DataFrame, scipy.sparse matrix or an "
+                    f"iterable of those, got {type(labels).__name__}")
+
+
+def _validate(cols: Tensor, hierarchy: Hierarchy, uncertain: str | None) -> tuple[Tensor, Tensor | None]:
+    """Return ``(values, known)``: contiguous 0/1 uint8 columns and (for 'ignore') a bool mask of known entries."""
+    if cols.dtype == torch.uint8:
+        if cols.numel() == 0 or int(cols.max()) <= 1:
+            return cols.contiguous(), None
+    else:
+        positive = cols == 1
+        if bool((positive | (cols == 0)).all()):
+            return positive.view(torch.uint8).contiguous(), None
+    # Slow path: uncertain (-1) / missing (NaN) entries or invalid values somewhere.
+    is_float = cols.is_floating_point()
+    if not is_float:
+        cols = cols.to(torch.int64)
+    missing = torch.isnan(cols) if is_float else torch.zeros_like(cols, dtype=torch.bool)
+    unsure = (cols == -1) | missing
+    other = ~((cols == 0) | (cols == 1) | unsure)
+    if bool(other.any()):
+        col = int(torch.nonzero(other.any(dim=1))[0])
+        row = int(torch.nonzero(other[col])[0])
+        value = cols[col, row].item()
+        raise ValueError(f"column {hierarchy.labels[col]!r} holds {value!r}; labels must be 0 or 1 (or -1 / NaN "
+                         "for uncertain / missing, with an `uncertain` policy)")
+    positive = cols == 1
+    if uncertain is None:
+        col = int(torch.nonzero(unsure.any(dim=1))[0])
+        n_unc = int((cols[col] == -1).sum())
+        n_nan = int(missing[col].sum())
+        raise ValueError(f"column {hierarchy.labels[col]!r} holds {n_unc} uncertain (-1) and {n_nan} missing "
+                         "(NaN) values; pass uncertain='zeros', 'ones' or 'ignore'")
+    if uncertain == "zeros":
+        return positive.to(torch.uint8).contiguous(), None
+    if uncertain == "ones":
+        return (positive | unsure).to(torch.uint8).contiguous(), None
+    return positive.to(torch.uint8).contiguous(), (~unsure).contiguous()
+
+
+def _row_count(flags: Tensor) -> Tensor:
+    """Number of ones per row of a ``(E, n)`` 0/1 uint8 block with ``n < 2**24``, as int64."""
+    return flags.sum(dim=1, dtype=torch.float32).to(torch.long)
+
+
+def count_edges(hierarchy: Hierarchy, labels: Any, uncertain: UncertainPolicy | None = None,
+                process_group: Any = None) -> EdgeCounts:
+    """Count, for every edge, the rows with the parent known, the parent negative, and violations.
+
+    Args:
+        hierarchy: the hierarchy.
+        labels: ``(N, C)`` labels in ``hierarchy.labels`` column order (NumPy array, torch tensor — counted on its
+            device — or scipy.sparse matrix), a pandas DataFrame (columns matched by name, extra columns ignored),
+            or any iterable of such chunks (memory then depends on the chunk size only).
+        uncertain: policy for ``-1`` (uncertain) and NaN (missing) entries: ``None`` raises, ``'zeros'`` /
+            ``'ones'`` map them, ``'ignore'`` leaves the row out of every edge touching that column.
+        process_group: a ``torch.distributed`` process group (e.g. ``torch.distributed.group.WORLD``) over which
+            the counts are summed, so that every rank gets the counts of the union of their rows.
+
+    Returns:
+        The :class:`EdgeCounts` (int64, on the device of the last chunk, CPU for NumPy/pandas input).
+
+    Raises:
+        ValueError: on an empty label matrix, a wrong shape, missing DataFrame columns, a value other than
+            0/1/-1/NaN (naming column and value), or uncertain values without a policy (naming column and count).
+    """
+    if uncertain is not None and uncertain not in _POLICIES:
+        raise ValueError(f"uncertain must be None, 'zeros', 'ones' or 'ignore', got {uncertain!r}")
+    edge_index = hierarchy.edge_index
+    total: EdgeCounts | None = None
+    rows = 0
+    for chunk in _chunks(labels):
+        cols_all = _columns_of(chunk, hierarchy)
+        rows += int(cols_all.shape[1])
+        parents = edge_index[0].to(cols_all.device)
+        children = edge_index[1].to(cols_all.device)
+        for start in range(0, cols_all.shape[1], _CHUNK_ROWS):
+            cols = cols_all[:, start:start + _CHUNK_ROWS]
+            values, known = _validate(cols, hierarchy, uncertain)
+            parent_val = values.index_select(0, parents)
+            child_val = values.index_select(0, children)
+            parent_neg = 1 - parent_val
+            if known is None:
+                n = torch.full((len(parents),), cols.shape[1], dtype=torch.long, device=cols.device)
+            else:
+                both = (known.index_select(0, parents) & known.index_select(0, children)).to(torch.uint8)
+                n = _row_count(both)
+                parent_neg = parent_neg & both
+            counts = EdgeCounts(n, _row_count(parent_neg), _row_count(parent_neg & child_val))
+            total = counts if total is None else total + counts.__class__(
+                *(t.to(total.n.device) for t in (counts.n, counts.n_parent_neg, counts.n_violation)))
+    if total is None or rows == 0:
+        raise ValueError("the label matrix is empty (0 rows); penalties need at least one row")
+    if process_group is not None:
+        total = total.all_reduce(process_group)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- estimators
+class PenaltyEstimator:
+    """Base class: ``fit(hierarchy, labels, uncertain=None, process_group=None) -> EdgePenalties``."""
+
+    def fit(self, hierarchy: Hierarchy, labels: Any, uncertain: UncertainPolicy | None = None,
+            process_group: Any = None) -> EdgePenalties:
+        """Estimate per-edge penalties from ``labels`` (see :func:`count_edges` for the accepted inputs)."""
+        counts = count_edges(hierarchy, labels, uncertain=uncertain, process_group=process_group)
+        values = self.penalties_from_counts(counts)
+        return EdgePenalties(hierarchy, values, counts=counts, estimator=repr(self))
+
+    def penalties_from_counts(self, counts: EdgeCounts) -> Tensor:
+        """Map counts to float64 penalties of shape ``(E,)``."""
+        raise NotImplementedError
+
+
+class ConditionalPenalty(PenaltyEstimator):
+    """The paper's data-driven penalty, ``w = 1 − (n_violation + ε) / (n_parent_neg + 2ε)``.
+
+    Numerically identical to the reference (float64 arithmetic, ``ε = smoothing``). Edge cases, never NaN: an
+    edge whose parent is never negative (or whose rows are all ignored) gets ``1 − ε / 2ε = 0.5``; an edge never
+    violated gets ``1 − ε / (n_parent_neg + 2ε) ≈ 1``.
+
+    Args:
+        smoothing: ``ε > 0``.
+
+    Example:
+        >>> import numpy as np
+        >>> from hierloss import Hierarchy
+        >>> h = Hierarchy.from_edges([("a", "b")])
+        >>> y = np.array([[0, 0], [0, 1], [1, 1], [0, 0]])
+        >>> ConditionalPenalty().fit(h, y).values  # 1 violation among 3 rows with a = 0
+        tensor([0.6667])
+    """
+
+    def __init__(self, smoothing: float = 1e-6) -> None:
+        if not (isinstance(smoothing, (int, float)) and smoothing > 0 and math.isfinite(smoothing)):
+            raise ValueError(f"smoothing must be a positive finite number, got {smoothing!r}")
+        self.smoothing = float(smoothing)
+
+    def __repr__(self) -> str:
+        return f"ConditionalPenalty(smoothing={self.smoothing!r})"
+
+    def penalties_from_counts(self, counts: EdgeCounts) -> Tensor:
+        """``1 − (n_violation + ε) / (n_parent_neg + 2ε)`` in float64."""
+        eps = self.smoothing
+        n_vio = counts.n_violation.to(torch.float64).cpu()
+        n_neg = counts.n_parent_neg.to(torch.float64).cpu()
+        return 1.0 - (n_vio + eps) / (n_neg + 2.0 * eps)
+
+
+class BetaPenalty(PenaltyEstimator):
+    """Shrunken data-driven penalty: ``w = 1 − (n_violation + α·m) / (n_parent_neg + α)``.
+
+    The posterior mean of ``P(child = 1 | parent = 0)`` under a ``Beta(α·m, α·(1 − m))`` prior. The conditional
+    estimator trusts every count fully: a parent that is negative in only three rows, none with the child
+    positive, gets a penalty of ≈ 1 — as confident as an edge backed by a million rows. Here ``α`` acts as
+    ``α`` pseudo-rows at the prior rate ``m``, so sparsely observed edges are pulled toward ``1 − m`` while
+    well-observed edges keep their data-driven value. By default ``m`` is the pooled violation rate of the whole
+    hierarchy, ``Σ n_violation / Σ n_parent_neg`` (empirical Bayes); ``prior_mean=0.5, strength=2`` is Laplace
+    smoothing. An edge with no evidence gets ``1 − m``.
+
+    Args:
+        strength: prior strength ``α > 0`` (in rows).
+        prior_mean: prior violation rate ``m`` in ``[0, 1]``, or ``None`` for the pooled rate.
+    """
+
+    def __init__(self, strength: float = 10.0, prior_mean: float | None = None) -> None:
+        if not (isinstance(strength, (int, float)) and strength > 0 and math.isfinite(strength)):
+            raise ValueError(f"strength must be a positive finite number, got {strength!r}")
+        if prior_mean is not None and not (0.0 <= prior_mean <= 1.0):
+            raise ValueError(f"prior_mean must be in [0, 1] or None, got {prior_mean!r}")
+        self.strength = float(strength)
+        self.prior_mean = prior_mean
+
+    def __repr__(self) -> str:
+        return f"BetaPenalty(strength={self.strength!r}, prior_mean={self.prior_mean!r})"
+
+    def penalties_from_counts(self, counts: EdgeCounts) -> Tensor:
+        """``1 − (n_violation + α·m) / (n_parent_neg + α)`` in float64."""
+        n_vio = counts.n_violation.to(torch.float64).cpu()
+        n_neg = counts.n_parent_neg.to(torch.float64).cpu()
+        if self.prior_mean is None:
+            total_neg = float(n_neg.sum())
+            m = float(n_vio.sum()) / total_neg if total_neg > 0 else 0.5
+        else:
+            m = self.prior_mean
+        return 1.0 - (n_vio + self.strength * m) / (n_neg + self.strength)
+
+
+class FixedPenalty(PenaltyEstimator):
+    """One constant penalty ``β`` for every edge; ``fit`` ignores the labels.
+
+    Args:
+        value: the penalty ``β`` (finite, ≥ 0).
+    """
+
+    def __init__(self, value: float = 1.0) -> None:
+        if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+            raise ValueError(f"value must be a finite number >= 0, got {value!r}")
+        self.value = float(value)
+
+    def __repr__(self) -> str:
+        return f"FixedPenalty(value={self.value!r})"
+
+    def fit(self, hierarchy: Hierarchy, labels: Any = None, uncertain: UncertainPolicy | None = None,
+            process_group: Any = None) -> EdgePenalties:
+        """Return ``β`` for every edge of ``hierarchy``; ``labels`` are not read."""
+        return EdgePenalties(hierarchy, torch.full((hierarchy.num_edges,), self.value, dtype=torch.float64),
+                             estimator=repr(self))
+
+    def penalties_from_counts(self, counts: EdgeCounts) -> Tensor:
+        """``β`` for every edge."""
+        return torch.full(counts.n.shape, self.value, dtype=torch.float64)

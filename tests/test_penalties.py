@@ -1,0 +1,284 @@
+"""Tests for hierloss.penalties: counts and estimators against brute force, inputs, policies, distributed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hierloss import Hierarchy
+from hierloss.hierarchies import CHEXPERT_OBSERVATIONS, chexpert, chexpert_targets
+from hierloss.penalties import (
+    BetaPenalty,
+    ConditionalPenalty,
+    EdgePenalties,
+    FixedPenalty,
+)
+from tests.test_hierarchy import random_dags
+
+EPS = 1e-6
+
+
+def _brute_force(h: Hierarchy, y: np.ndarray, known: np.ndarray | None = None) -> dict[tuple[str, str], tuple]:
+    """Per edge, loop over rows: (n, n_parent_neg, n_violation, reference penalty)."""
+    out = {}
+    for p, c in h.edges:
+        i, j = h.index(p), h.index(c)
+        n = neg = vio = 0
+        for r in range(y.shape[0]):
+            if known is not None and not (known[r, i] and known[r, j]):
+                continue
+            n += 1
+            if y[r, i] == 0:
+                neg += 1
+                if y[r, j] == 1:
+                    vio += 1
+        out[(p, c)] = (n, neg, vio, 1 - (vio + EPS) / (neg + 2 * EPS))
+    return out
+
+
+@pytest.fixture
+def dag() -> Hierarchy:
+    """A small DAG with a multi-parent node."""
+    return Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"], "c": ["d"], "e": []})
+
+
+def _random_labels(h: Hierarchy, n: int, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).random((n, h.num_labels)) < 0.4).astype(np.int64)
+
+
+def test_conditional_matches_brute_force(dag: Hierarchy) -> None:
+    """Counts and penalties equal a per-row, per-edge loop and the reference formula."""
+    y = _random_labels(dag, 200, 0)
+    pen = ConditionalPenalty().fit(dag, y)
+    table = pen.table()
+    want = _brute_force(dag, y)
+    for k, (p, c) in enumerate(dag.edges):
+        n, neg, vio, w = want[(p, c)]
+        row = table.iloc[k]
+        assert (row["parent"], row["child"]) == (p, c)
+        assert (row["n"], row["n_parent_neg"], row["n_violation"]) == (n, neg, vio)
+        assert row["penalty"] == w  # float64, same formula: identical
+        assert row["p_violation"] == pytest.approx(vio / neg)
+    assert pen.values.dtype == torch.float32
+    torch.testing.assert_close(pen.values, torch.tensor([want[e][3] for e in dag.edges], dtype=torch.float32))
+
+
+def test_input_types_agree(dag: Hierarchy) -> None:
+    """NumPy, torch (int/bool/float), DataFrame (shuffled + extra columns), sparse and chunk iterables agree."""
+    y = _random_labels(dag, 300, 1)
+    want = ConditionalPenalty().fit(dag, y).values
+    frame = pd.DataFrame(y, columns=list(dag.labels))[["e", "d", "c", "b", "a"]]
+    frame["extra"] = "x"
+    inputs = [
+        torch.from_numpy(y), torch.from_numpy(y).bool(), torch.from_numpy(y).float(), y.astype(np.float32),
+        frame, scipy.sparse.csr_matrix(y), [y[:100], torch.from_numpy(y[100:250]), frame.iloc[250:]],
+        (chunk for chunk in np.array_split(y, 7)),
+    ]
+    for labels in inputs:
+        assert torch.equal(ConditionalPenalty().fit(dag, labels).values, want)
+
+
+def test_edge_cases_never_nan(dag: Hierarchy) -> None:
+    """A parent never negative gives 0.5, a never-violated edge ≈ 1, all rows ignored gives 0.5."""
+    y = np.zeros((10, dag.num_labels))
+    y[:, dag.index("a")] = 1
+    pen = ConditionalPenalty().fit(dag, y)
+    vals = dict(zip(dag.edges, pen.values.tolist()))
+    assert vals[("a", "b")] == pytest.approx(0.5) and vals[("a", "c")] == pytest.approx(0.5)
+    assert vals[("b", "d")] == pytest.approx(1.0, abs=1e-6)
+    y2 = y.copy()
+    y2[:, dag.index("d")] = np.nan
+    pen2 = ConditionalPenalty().fit(dag, y2, uncertain="ignore")
+    vals2 = dict(zip(dag.edges, pen2.values.tolist()))
+    assert vals2[("b", "d")] == pytest.approx(0.5) and vals2[("c", "d")] == pytest.approx(0.5)
+    assert not torch.isnan(pen2.values).any()
+    assert pen2.table()["n"].tolist()[2:] == [0, 0]
+
+
+def test_uncertain_policies(dag: Hierarchy) -> None:
+    """'zeros'/'ones' map -1 and NaN; 'ignore' drops the row from every edge touching that column."""
+    y = _random_labels(dag, 100, 2).astype(np.float64)
+    y[3, dag.index("b")] = -1
+    y[7, dag.index("d")] = np.nan
+    zeros = y.copy()
+    zeros[3, dag.index("b")] = 0
+    zeros[7, dag.index("d")] = 0
+    ones = y.copy()
+    ones[3, dag.index("b")] = 1
+    ones[7, dag.index("d")] = 1
+    assert torch.equal(ConditionalPenalty().fit(dag, y, uncertain="zeros").values,
+                       ConditionalPenalty().fit(dag, zeros).values)
+    assert torch.equal(ConditionalPenalty().fit(dag, y, uncertain="ones").values,
+                       ConditionalPenalty().fit(dag, ones).values)
+    known = ~(np.isnan(y) | (y == -1))
+    table = ConditionalPenalty().fit(dag, y, uncertain="ignore").table()
+    want = _brute_force(dag, np.nan_to_num(y), known)
+    for k, e in enumerate(dag.edges):
+        assert tuple(table.iloc[k][["n", "n_parent_neg", "n_violation"]]) == want[e][:3]
+        assert table.iloc[k]["penalty"] == want[e][3]
+
+
+def test_errors_name_the_offender(dag: Hierarchy) -> None:
+    """Uncertain without policy, bad values, bad policy, missing columns, shapes and empty input are named."""
+    y = np.zeros((5, dag.num_labels))
+    y[0, dag.index("c")] = -1
+    y[1, dag.index("c")] = np.nan
+    with pytest.raises(ValueError, match=r"column 'c' holds 1 uncertain \(-1\) and 1 missing \(NaN\) values; pass"):
+        ConditionalPenalty().fit(dag, y)
+    y2 = np.zeros((5, dag.num_labels))
+    y2[4, dag.index("d")] = 2
+    with pytest.raises(ValueError, match=r"column 'd' holds 2\.0; labels must be 0 or 1"):
+        ConditionalPenalty().fit(dag, y2, uncertain="zeros")
+    with pytest.raises(ValueError, match="column 'b' holds 7; labels must be 0 or 1"):
+        ConditionalPenalty().fit(dag, torch.tensor([[0, 7, 0, 0, 0]]))
+    with pytest.raises(ValueError, match="uncertain must be None, 'zeros', 'ones' or 'ignore', got 'drop'"):
+        ConditionalPenalty().fit(dag, y, uncertain="drop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"missing hierarchy columns \['e'\]"):
+        ConditionalPenalty().fit(dag, pd.DataFrame(0, index=[0], columns=["a", "b", "c", "d"]))
+    with pytest.raises(ValueError, match=r"column 'a' holds the non-numeric value 'yes'"):
+        ConditionalPenalty().fit(dag, pd.DataFrame({"a": ["yes"], "b": [0], "c": [0], "d": [0], "e": [0]}))
+    with pytest.raises(ValueError, match=r"Expected labels of shape \(N, 5\), got \(3, 4\)"):
+        ConditionalPenalty().fit(dag, np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="the label matrix is empty"):
+        ConditionalPenalty().fit(dag, np.zeros((0, 5)))
+    with pytest.raises(ValueError, match="the label matrix is empty"):
+        ConditionalPenalty().fit(dag, [])
+    with pytest.raises(TypeError, match="got str"):
+        ConditionalPenalty().fit(dag, "labels.csv")
+
+
+def test_estimator_argument_errors() -> None:
+    """Estimator parameters are validated with the bad value quoted."""
+    with pytest.raises(ValueError, match="smoothing must be a positive finite number, got 0"):
+        ConditionalPenalty(0)
+    with pytest.raises(ValueError, match="strength must be a positive finite number, got -1"):
+        BetaPenalty(-1)
+    with pytest.raises(ValueError, match=r"prior_mean must be in \[0, 1\] or None, got 1\.5"):
+        BetaPenalty(prior_mean=1.5)
+    with pytest.raises(ValueError, match="value must be a finite number >= 0, got nan"):
+        FixedPenalty(float("nan"))
+
+
+def test_fixed_penalty_ignores_labels(dag: Hierarchy) -> None:
+    """FixedPenalty gives β on every edge and has no counts in its table."""
+    pen = FixedPenalty(0.3).fit(dag)
+    assert pen.values.tolist() == pytest.approx([0.3] * dag.num_edges)
+    assert pen.counts is None and pen.table()["n"].isna().all()
+
+
+def test_beta_penalty_formula(dag: Hierarchy) -> None:
+    """BetaPenalty equals 1 − (v + α·m)/(neg + α) with m the pooled violation rate (written out by hand)."""
+    y = _random_labels(dag, 150, 3)
+    bf = _brute_force(dag, y)
+    m = sum(v[2] for v in bf.values()) / sum(v[1] for v in bf.values())
+    want = [1 - (bf[e][2] + 5 * m) / (bf[e][1] + 5) for e in dag.edges]
+    got = BetaPenalty(strength=5).fit(dag, y).table()["penalty"].tolist()
+    assert got == pytest.approx(want, rel=1e-12)
+    laplace = BetaPenalty(strength=2, prior_mean=0.5).fit(dag, y).table()["penalty"].tolist()
+    assert laplace == pytest.approx([1 - (bf[e][2] + 1) / (bf[e][1] + 2) for e in dag.edges], rel=1e-12)
+
+
+def test_edge_penalties_round_trip_and_validation(dag: Hierarchy) -> None:
+    """to_dict/from_dict (via JSON) round trip; wrong length and non-finite values are rejected."""
+    pen = ConditionalPenalty().fit(dag, _random_labels(dag, 50, 4))
+    back = EdgePenalties.from_dict(json.loads(json.dumps(pen.to_dict())))
+    assert back == pen and back.table().equals(pen.table())
+    assert back.as_mapping() == pen.as_mapping()
+    with pytest.raises(ValueError, match=r"Expected 4 penalties \(one per edge\), got shape \(3,\)"):
+        EdgePenalties(dag, [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match=r"penalty of edge \('b', 'd'\) is nan"):
+        EdgePenalties(dag, [0.1, 0.2, float("nan"), 0.3])
+    with pytest.raises(ValueError, match="missing key 'penalties'"):
+        EdgePenalties.from_dict({"hierarchy": {}})
+
+
+@settings(max_examples=30, deadline=None)
+@given(random_dags(max_labels=8), st.integers(0, 2**31 - 1), st.integers(1, 40))
+def test_properties(h: Hierarchy, seed: int, n: int) -> None:
+    """In [0, 1], row-order invariant, chunked == whole, equal to brute force, never-violated edges ≈ 1."""
+    y = _random_labels(h, n, seed)
+    pen = ConditionalPenalty().fit(h, y)
+    vals = pen.values
+    assert bool(((vals >= 0) & (vals <= 1)).all())
+    perm = np.random.default_rng(seed).permutation(n)
+    assert torch.equal(ConditionalPenalty().fit(h, y[perm]).values, vals)
+    assert torch.equal(ConditionalPenalty().fit(h, np.array_split(y, 3)).values, vals)
+    bf = _brute_force(h, y)
+    for k, e in enumerate(h.edges):
+        assert pen.table()["penalty"].iloc[k] == bf[e][3]
+        if bf[e][2] == 0 and bf[e][1] > 0:
+            assert float(vals[k]) == pytest.approx(1.0, abs=2e-6)  # 1 − ε/(n + 2ε) ≥ 1 − 1e-6, float32
+
+
+def test_real_chexpert_labeler(shared_data: Path) -> None:
+    """On CheXpert's labeler output (with -1 and blanks) the policies behave as documented."""
+    frame = pd.read_csv(shared_data / "chexpert" / "test_labeler.csv")
+    obs = frame[list(CHEXPERT_OBSERVATIONS)]
+    assert (obs == -1).any().any() and obs.isna().any().any()
+    zeros = frame.copy()
+    zeros[list(CHEXPERT_OBSERVATIONS)] = obs.fillna(0).replace(-1, 0)
+    h = chexpert()
+    targets = chexpert_targets(zeros)
+    pen = ConditionalPenalty().fit(h, targets)
+    table = pen.table()
+    assert (table["n"] == 500).all()
+    # The labeler marks 'No Finding' with support devices: Abnormal → Other is violated in the data.
+    row = table[(table.parent == "Abnormal") & (table.child == "Other")].iloc[0]
+    assert row["n_violation"] > 0 and row["penalty"] < 1
+    bf = _brute_force(h, targets[list(h.labels)].to_numpy())
+    assert table["penalty"].tolist() == [bf[e][3] for e in h.edges]
+
+
+def test_real_nih(shared_data: Path) -> None:
+    """On the NIH ChestX-ray14 test labels (25,596 rows) the counts equal a brute-force pandas count."""
+    frame = pd.read_csv(shared_data / "nih" / "test_labels.csv")
+    h = Hierarchy.from_dict({"Effusion": ["Pleural_Thickening"], "Infiltration": ["Pneumonia", "Consolidation"],
+                             "Mass": ["Nodule"], "No Finding": []})
+    pen = ConditionalPenalty().fit(h, frame)
+    for k, (p, c) in enumerate(h.edges):
+        neg = frame[frame[p] == 0]
+        assert pen.table()["n_parent_neg"].iloc[k] == len(neg)
+        assert pen.table()["n_violation"].iloc[k] == int((neg[c] == 1).sum())
+    assert pen.table()["n"].tolist() == [len(frame)] * h.num_edges
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(rank: int, port: int, y: np.ndarray, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=__import__("datetime").timedelta(seconds=60))
+    try:
+        h = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"], "c": ["d"], "e": []})
+        part = np.array_split(y, 2)[rank]
+        pen = ConditionalPenalty().fit(h, part, process_group=dist.group.WORLD)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(pen.to_dict()))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_distributed_equals_single_process(dag: Hierarchy, tmp_path: Path) -> None:
+    """Two gloo ranks fitting on halves get exactly the penalties of one process on the union."""
+    y = _random_labels(dag, 101, 5)
+    mp.spawn(_worker, args=(_free_port(), y, str(tmp_path)), nprocs=2, join=True)
+    want = ConditionalPenalty().fit(dag, y)
+    for rank in range(2):
+        got = EdgePenalties.from_dict(json.loads((tmp_path / f"rank{rank}.json").read_text()))
+        assert got == want
+        assert got.table().equals(want.table())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from hierloss.hierarchy import Hierarchy
+from hierloss.losses import HBCELoss, HierarchyPenalty
 
 try:
     __version__ = version("hierloss")
@@ -12,6 +13,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "HBCELoss",
     "Hierarchy",
+    "HierarchyPenalty",
     "__version__",
 ]

@@ -23,13 +23,13 @@ def target_mask(target: Tensor, ignore_index: float | None) -> tuple[Tensor, Ten
         ``(clean_target, mask)`` where ``mask`` is a bool tensor of the target's shape, or ``None`` when nothing
         can be masked (integer/bool target and ``ignore_index is None``), so callers can skip masking for free.
     """
-    invalid: Tensor | None = None
+    valid: Tensor | None = None
+    clean = target
     if target.is_floating_point():
-        invalid = torch.isnan(target)
+        valid = target == target  # False exactly at NaN
+        clean = torch.nan_to_num(target, nan=0.0)
     if ignore_index is not None:
-        hit = target == ignore_index
-        invalid = hit if invalid is None else invalid | hit
-    if invalid is None:
-        return target, None
-    clean = torch.where(invalid, torch.zeros((), dtype=target.dtype, device=target.device), target)
-    return clean, ~invalid
+        keep = target != ignore_index
+        valid = keep if valid is None else valid & keep
+        clean = clean * keep
+    return clean, valid

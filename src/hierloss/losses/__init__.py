@@ -2,4 +2,7 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from hierloss.losses.hbce import HBCELoss, hbce_loss
+from hierloss.losses.hierarchy_penalty import HierarchyPenalty, hierarchy_penalty
+
+__all__ = ["HBCELoss", "HierarchyPenalty", "hbce_loss", "hierarchy_penalty"]

@@ -1,0 +1,266 @@
+"""Loader for the hierarchical multi-label classification (HMC) benchmarks in Clus ARFF format.
+
+These are the FunCat / Gene Ontology yeast datasets and the enron, imclef07a and diatoms trees of Vens et al.
+(2008), as redistributed with C-HMCNN. A file holds ``@ATTRIBUTE`` lines (numeric or nominal ``{a,b}``), one
+``@ATTRIBUTE class hierarchical ...`` line, then ``@DATA`` rows whose last field lists the row's labels joined
+by ``@``.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hierloss.hierarchy import Hierarchy
+
+__all__ = ["HMCData", "HMCSplits", "load_hmc", "load_hmc_arff"]
+
+_ROOT = "root"
+
+
+@dataclass(frozen=True, eq=False)
+class HMCData:
+    """One split of an HMC dataset.
+
+    Attributes:
+        X: ``(N, F)`` float32 features; missing values are NaN (before :func:`load_hmc`'s imputation).
+        Y: ``(N, C)`` uint8 0/1 labels in ``hierarchy.labels`` order, ancestor-closed.
+        hierarchy: the label hierarchy (the artificial ``root`` is not a label).
+        feature_names: ``F`` names; a nominal attribute ``a`` with values ``{u, v}`` becomes ``a=u``, ``a=v``.
+    """
+
+    X: np.ndarray
+    Y: np.ndarray
+    hierarchy: Hierarchy
+    feature_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class HMCSplits:
+    """Train / valid / test splits sharing one hierarchy; ``valid`` is ``None`` when the dataset has none."""
+
+    train: HMCData
+    valid: HMCData | None
+    test: HMCData
+    hierarchy: Hierarchy
+
+
+def _error(path: Path, line: int, message: str) -> ValueError:
+    return ValueError(f"{path}: line {line}: {message}")
+
+
+def _parse_hierarchy(path: Path, line: int, spec: str) -> Hierarchy:
+    entries = [e.strip() for e in spec.split(",") if e.strip()]
+    if not entries:
+        raise _error(path, line, "the hierarchical class attribute lists no labels")
+    if any(e.split("/", 1)[0] == _ROOT for e in entries):  # GO style: parent/child pairs
+        nodes: dict[str, None] = {}
+        edges: list[tuple[str, str]] = []
+        for e in entries:
+            parts = e.split("/")
+            if len(parts) != 2 or not all(parts):
+                raise _error(path, line, f"expected a 'parent/child' pair in the GO hierarchy, got {e!r}")
+            parent, child = parts
+            for name in (parent, child):
+                if name != _ROOT:
+                    nodes.setdefault(name, None)
+            if parent != _ROOT:
+                edges.append((parent, child))
+        return Hierarchy(list(nodes), edges)
+    # FunCat style: full paths; node identity is the full path.
+    known = dict.fromkeys(entries)
+    path_edges = []
+    for e in entries:
+        if "/" in e:
+            parent = e.rsplit("/", 1)[0]
+            if parent not in known:
+                raise _error(path, line, f"label {e!r} has no parent {parent!r} in the hierarchy")
+            path_edges.append((parent, e))
+    return Hierarchy(list(known), path_edges)
+
+
+def load_hmc_arff(path: str | Path) -> HMCData:
+    """Read one Clus HMC ARFF file.
+
+    Args:
+        path: the ``.arff`` file.
+
+    Returns:
+        :class:`HMCData` with raw features (NaN for ``?``) and ancestor-closed labels.
+
+    Raises:
+        ValueError: naming the file, the 1-based line number and what is wrong: a missing ``@DATA`` or class
+            attribute, a wrong field count, an unknown label, an unparseable number or nominal value.
+    """
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    names: list[str] = []
+    kinds: list[list[str] | None] = []  # None = numeric, else the nominal values
+    hierarchy: Hierarchy | None = None
+    data_start = None
+    for number, raw in enumerate(lines, start=1):
+        text = raw.strip()
+        if not text or text.startswith("%"):
+            continue
+        lower = text.lower()
+        if lower.startswith("@data"):
+            data_start = number
+            break
+        if not lower.startswith("@attribute"):
+            continue
+        match = re.match(r"@attribute\s+('[^']*'|\"[^\"]*\"|\S+)\s+(.*)$", text, flags=re.IGNORECASE)
+        if match is None:
+            raise _error(path, number, f"malformed @ATTRIBUTE line {text[:80]!r}")
+        name, kind = match.group(1).strip("'\""), match.group(2).strip()
+        if kind.lower().startswith("hierarchical"):
+            hierarchy = _parse_hierarchy(path, number, kind[len("hierarchical"):].strip())
+            continue
+        if hierarchy is not None:
+            raise _error(path, number, "attributes after the hierarchical class attribute are not supported")
+        names.append(name)
+        if kind.lower() in ("numeric", "real", "integer"):
+            kinds.append(None)
+        elif kind.startswith("{") and kind.endswith("}"):
+            kinds.append([v.strip().strip("'\"") for v in kind[1:-1].split(",")])
+        else:
+            raise _error(path, number, f"unsupported attribute type {kind[:40]!r} for {name!r}")
+    if hierarchy is None:
+        raise ValueError(f"{path}: no '@ATTRIBUTE class hierarchical' line before @DATA")
+    if data_start is None:
+        raise ValueError(f"{path}: no @DATA line")
+    rows: list[str] = []
+    row_lines: list[int] = []
+    for number in range(data_start + 1, len(lines) + 1):
+        text = lines[number - 1].strip()
+        if text and not text.startswith("%"):
+            rows.append(text)
+            row_lines.append(number)
+    expected = len(names) + 1
+    feature_text, label_text = [], []
+    for text, number in zip(rows, row_lines):
+        fields = text.count(",") + 1
+        if fields != expected:
+            raise _error(path, number, f"expected {expected} comma-separated fields, got {fields}")
+        head, _, tail = text.rpartition(",")
+        feature_text.append(head)
+        label_text.append(tail)
+    X, feature_names = _parse_features(path, feature_text, row_lines, names, kinds)
+    Y = np.zeros((len(rows), hierarchy.num_labels), dtype=np.uint8)
+    for r, (labels, number) in enumerate(zip(label_text, row_lines)):
+        for label in labels.strip().split("@"):
+            label = label.strip()
+            if not label:
+                continue
+            if label not in hierarchy:
+                raise _error(path, number, f"unknown label {label!r}")
+            Y[r, hierarchy.index(label)] = 1
+    return HMCData(X=X, Y=hierarchy.propagate(Y), hierarchy=hierarchy, feature_names=feature_names)
+
+
+def _parse_features(path: Path, feature_text: list[str], row_lines: list[int], names: list[str],
+                    kinds: list[list[str] | None]) -> tuple[np.ndarray, tuple[str, ...]]:
+    import pandas as pd
+
+    n_rows = len(feature_text)
+    if not names:
+        return np.zeros((n_rows, 0), dtype=np.float32), ()
+    if n_rows:
+        frame = pd.read_csv(io.StringIO("\n".join(feature_text)), header=None, dtype=str, keep_default_na=False,
+                            na_filter=False)
+    else:
+        frame = pd.DataFrame(columns=range(len(names)), dtype=str)
+    blocks: list[np.ndarray] = []
+    feature_names: list[str] = []
+    for j, (name, kind) in enumerate(zip(names, kinds)):
+        col = frame.iloc[:, j].str.strip()
+        missing = (col == "?").to_numpy()
+        if kind is None:
+            values = pd.to_numeric(col.where(~missing), errors="coerce").to_numpy(dtype=np.float64)
+            bad = np.isnan(values) & ~missing
+            if bad.any():
+                r = int(np.flatnonzero(bad)[0])
+                raise _error(path, row_lines[r], f"attribute {name!r}: cannot parse {col.iloc[r]!r} as a number")
+            blocks.append(values[:, None])
+            feature_names.append(name)
+        else:
+            codes = pd.Categorical(col.where(~missing), categories=kind)
+            bad = (np.asarray(codes.codes) < 0) & ~missing
+            if bad.any():
+                r = int(np.flatnonzero(bad)[0])
+                raise _error(path, row_lines[r], f"attribute {name!r}: {col.iloc[r]!r} is not one of {kind!r}")
+            onehot = np.zeros((n_rows, len(kind)), dtype=np.float64)
+            onehot[np.flatnonzero(~missing), np.asarray(codes.codes)[~missing]] = 1.0
+            onehot[missing] = np.nan
+            blocks.append(onehot)
+            feature_names.extend(f"{name}={v}" for v in kind)
+    return np.hstack(blocks).astype(np.float32), tuple(feature_names)
+
+
+def _find_split(directory: Path, prefix: str, words: tuple[str, ...]) -> Path | None:
+    for file in sorted(directory.glob("*.arff")):
+        stem = file.name[:-5].lower()
+        if not stem.startswith(prefix.lower()):
+            continue
+        tail = re.split(r"[._]", stem)[-1]
+        if tail in words:
+            return file
+    return None
+
+
+def load_hmc(directory_or_prefix: str | Path, standardize: bool = True) -> HMCSplits:
+    """Load the train / valid / test files of one HMC dataset, preprocessed as C-HMCNN does.
+
+    Missing feature values are replaced by the **training** split's column mean (0 for a column with no observed
+    training value) and, with ``standardize=True``, every split is standardised with the training split's mean
+    and standard deviation (a column with zero deviation is only centred). Nothing is fitted on valid or test.
+
+    Args:
+        directory_or_prefix: a dataset folder (e.g. ``../shared/data/hmc/eisen_FUN``) or a path prefix such as
+            ``.../eisen_FUN/eisen_FUN``. Recognised names: ``*.train.arff``, ``*.valid.arff``, ``*.test.arff`` and
+            ``*_train.arff``, ``*_trainvalid.arff``, ``*_test.arff`` (any case).
+        standardize: standardise features after imputation.
+
+    Raises:
+        ValueError: if the train or test file is missing, or the splits disagree on features or hierarchy.
+    """
+    target = Path(directory_or_prefix)
+    directory, prefix = (target, "") if target.is_dir() else (target.parent, target.name)
+    train_path = _find_split(directory, prefix, ("train", "trainvalid"))
+    test_path = _find_split(directory, prefix, ("test",))
+    valid_path = _find_split(directory, prefix, ("valid",))
+    if train_path is None or test_path is None:
+        raise ValueError(f"{target}: expected a train and a test .arff file, found "
+                         f"{sorted(p.name for p in directory.glob('*.arff'))}")
+    train = load_hmc_arff(train_path)
+    others = {"valid": load_hmc_arff(valid_path) if valid_path else None, "test": load_hmc_arff(test_path)}
+    for split, data in others.items():
+        if data is None:
+            continue
+        if data.hierarchy != train.hierarchy:
+            raise ValueError(f"{target}: the {split} split's hierarchy differs from the train split's")
+        if data.feature_names != train.feature_names:
+            raise ValueError(f"{target}: the {split} split's features differ from the train split's")
+    observed = ~np.isnan(train.X)
+    counts = observed.sum(0)
+    mean = np.where(counts > 0, np.nansum(train.X, 0) / np.maximum(counts, 1), 0.0)
+    filled = np.where(observed, train.X, mean)
+    std = filled.std(0) if standardize else np.ones_like(mean)
+    center = filled.mean(0) if standardize else np.zeros_like(mean)
+    std = np.where(std > 0, std, 1.0)
+
+    def prepare(data: HMCData | None) -> HMCData | None:
+        if data is None:
+            return None
+        x = np.where(np.isnan(data.X), mean, data.X)
+        x = ((x - center) / std).astype(np.float32)
+        return HMCData(X=x, Y=data.Y, hierarchy=train.hierarchy, feature_names=train.feature_names)
+
+    prepared_train = prepare(train)
+    prepared_test = prepare(others["test"])
+    assert prepared_train is not None and prepared_test is not None
+    return HMCSplits(train=prepared_train, valid=prepare(others["valid"]), test=prepared_test,
+                     hierarchy=train.hierarchy)

@@ -1,0 +1,168 @@
+"""The hierarchy penalty term alone: ``Σ_edges w_e · penalty(p_parent, p_child)``, addable to any base loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hierloss._reduction import check_reduction, reduce_samples
+from hierloss.hierarchy import Hierarchy
+from hierloss.losses._edges import check_penalty_args, resolve_edges
+
+__all__ = ["DEFAULT_MODE", "DEFAULT_TEMPERATURE", "HierarchyPenalty", "edge_terms", "hierarchy_penalty"]
+
+#: Default penalty form, chosen from the trade-off experiments in ``docs/hbce.md``.
+DEFAULT_MODE = "hinge"
+#: Default temperature of ``mode='soft'`` (see ``docs/hbce.md``).
+DEFAULT_TEMPERATURE = 0.1
+
+
+def edge_terms(p_parent: Tensor, p_child: Tensor, mode: str, threshold: float, temperature: float) -> Tensor:
+    """Per-edge penalty values from parent and child probabilities (any matching shapes).
+
+    * ``'hard'``: ``1[p_parent < t and p_child > t]`` (the reference; no gradient);
+    * ``'soft'``: ``σ((t − p_parent)/τ) · σ((p_child − t)/τ)``, which tends to the hard indicator as ``τ → 0``;
+    * ``'hinge'``: ``max(0, p_child − p_parent)`` (HMCN-style hierarchical violation);
+    * ``'squared_hinge'``: ``max(0, p_child − p_parent)²``.
+    """
+    if mode == "hard":
+        return ((p_parent < threshold) & (p_child > threshold)).to(p_parent.dtype)
+    if mode == "soft":
+        return torch.sigmoid((threshold - p_parent) / temperature) * torch.sigmoid((p_child - threshold) / temperature)
+    gap = (p_child - p_parent).clamp_min(0)
+    return gap if mode == "hinge" else gap * gap
+
+
+def hierarchy_penalty(
+    input: Tensor,
+    edge_index: Tensor,
+    edge_weight: Tensor,
+    scale: float = 1.0,
+    mode: str = DEFAULT_MODE,
+    threshold: float = 0.5,
+    temperature: float = DEFAULT_TEMPERATURE,
+    from_logits: bool = True,
+    edge_reduction: str | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Hierarchy penalty ``Σ_e scale · w_e · penalty_e`` per sample (``edge_reduction='mean'`` divides by ``E``).
+
+    Args:
+        input: ``(N, C)`` logits (``from_logits=True``) or probabilities.
+        edge_index: ``(2, E)`` long tensor, parents in row 0 (``hierarchy.edge_index``).
+        edge_weight: ``(E,)`` per-edge penalties ``w_e``.
+        scale: multiplies every weight (the paper's λ).
+        mode: ``'hinge'`` (default), ``'squared_hinge'``, ``'soft'`` or ``'hard'`` (see :func:`edge_terms`).
+        threshold: decision threshold of ``'hard'`` and ``'soft'``.
+        temperature: temperature of ``'soft'``.
+        from_logits: whether ``input`` holds logits.
+        edge_reduction: ``'sum'`` or ``'mean'`` over edges; ``None`` is ``'sum'`` for ``'hard'`` (the
+            reference) and ``'mean'`` otherwise.
+        reduction: ``'mean'`` | ``'sum'`` over samples, or ``'none'`` for the ``(N,)`` vector.
+
+    Shape:
+        input ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
+
+    Example:
+        >>> import torch
+        >>> from hierloss import Hierarchy
+        >>> h = Hierarchy.from_edges([("a", "b")])
+        >>> probs = torch.tensor([[0.2, 0.9], [0.9, 0.2]])
+        >>> hierarchy_penalty(probs, h.edge_index, torch.ones(1), from_logits=False, reduction="none")
+        tensor([0.7000, 0.0000])
+    """
+    edge_red = check_penalty_args(mode, threshold, temperature, edge_reduction)
+    check_reduction(reduction)
+    if input.ndim != 2:
+        raise ValueError(f"Expected `input` of shape (N, C), got {tuple(input.shape)}")
+    if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_weight.shape != (edge_index.shape[1],):
+        raise ValueError(f"Expected edge_index (2, E) and edge_weight (E,), got {tuple(edge_index.shape)} and "
+                         f"{tuple(edge_weight.shape)}")
+    with torch.autocast(device_type=input.device.type, enabled=False):
+        x = input if input.dtype == torch.float64 else input.float()  # low precision computes in float32
+        probs = torch.sigmoid(x) if from_logits else x
+        terms = edge_terms(probs.index_select(1, edge_index[0]), probs.index_select(1, edge_index[1]), mode,
+                           threshold, temperature)
+        weight = edge_weight.to(x.dtype) * scale
+        if edge_red == "mean":
+            weight = weight / max(edge_index.shape[1], 1)
+        per_sample = terms @ weight if edge_index.shape[1] else x.new_zeros(x.shape[0])
+    return reduce_samples(per_sample, reduction)
+
+
+class HierarchyPenalty(nn.Module):
+    """The hierarchy penalty term as a module: ``loss = base_loss(logits, y) + HierarchyPenalty(h)(logits)``.
+
+    The penalty depends on predictions only. Its constants (``edge_index``, ``edge_weight``) are buffers, so
+    ``.to()``, ``.cuda()``, ``.half()`` and ``state_dict()`` work; ``forward`` never synchronises with the host.
+
+    Args:
+        hierarchy: the label hierarchy; ``C = hierarchy.num_labels``, ``E = hierarchy.num_edges``.
+        penalties: a float, a length-``E`` sequence/tensor, a ``{(parent, child): value}`` mapping or an
+            :class:`~hierloss.penalties.EdgePenalties`.
+        scale: λ, multiplies every penalty.
+        mode: see :func:`hierarchy_penalty`.
+        threshold: see :func:`hierarchy_penalty`.
+        temperature: see :func:`hierarchy_penalty`.
+        from_logits: whether the module receives logits.
+        closure: penalise every (ancestor, descendant) pair instead of direct edges only.
+        edge_reduction: see :func:`hierarchy_penalty`.
+        reduction: see :func:`hierarchy_penalty`.
+
+    Shape:
+        input ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
+
+    Example:
+        >>> import torch
+        >>> from hierloss import Hierarchy
+        >>> h = Hierarchy.from_dict({"a": ["b", "c"]})
+        >>> penalty = HierarchyPenalty(h, scale=0.5)
+        >>> logits = torch.tensor([[-2.0, 3.0, -1.0]], requires_grad=True)
+        >>> loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros(1, 3)) + penalty(logits)
+        >>> loss.backward()
+    """
+
+    edge_index: Tensor
+    edge_weight: Tensor
+
+    def __init__(
+        self,
+        hierarchy: Hierarchy,
+        penalties: Any = 1.0,
+        scale: float = 1.0,
+        mode: str = DEFAULT_MODE,
+        threshold: float = 0.5,
+        temperature: float = DEFAULT_TEMPERATURE,
+        from_logits: bool = True,
+        closure: bool = False,
+        edge_reduction: str | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        check_penalty_args(mode, threshold, temperature, edge_reduction)
+        check_reduction(reduction)
+        edge_index, edge_weight = resolve_edges(hierarchy, penalties, closure)
+        self.hierarchy = hierarchy
+        self.register_buffer("edge_index", edge_index)
+        self.register_buffer("edge_weight", edge_weight)
+        self.scale = float(scale)
+        self.mode = mode
+        self.threshold = float(threshold)
+        self.temperature = float(temperature)
+        self.from_logits = from_logits
+        self.closure = closure
+        self.edge_reduction = edge_reduction
+        self.reduction = reduction
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Penalty of ``input`` (``(N, C)`` logits or probabilities)."""
+        if input.ndim != 2 or input.shape[1] != self.hierarchy.num_labels:
+            raise ValueError(f"Expected `input` of shape (N, {self.hierarchy.num_labels}), got {tuple(input.shape)}")
+        return hierarchy_penalty(input, self.edge_index, self.edge_weight, self.scale, self.mode, self.threshold,
+                                 self.temperature, self.from_logits, self.edge_reduction, self.reduction)
+
+    def extra_repr(self) -> str:
+        return (f"num_labels={self.hierarchy.num_labels}, num_edges={self.edge_index.shape[1]}, mode={self.mode!r}, "
+                f"scale={self.scale}, edge_reduction={self.edge_reduction!r}")

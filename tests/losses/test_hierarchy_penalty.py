@@ -1,0 +1,92 @@
+"""Tests for hierloss.losses.hierarchy_penalty: the penalty term alone, against a naive per-edge loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hierloss import Hierarchy, HierarchyPenalty
+from hierloss.functional import hierarchy_penalty
+
+
+@pytest.fixture
+def dag() -> Hierarchy:
+    """A small DAG with a multi-parent node."""
+    return Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"], "c": ["d"]})
+
+
+def _naive(probs: torch.Tensor, h: Hierarchy, weights: list[float], mode: str) -> torch.Tensor:
+    out = []
+    for row in probs:
+        total = 0.0
+        for (p, c), w in zip(h.edge_indices, weights):
+            pp, pc = float(row[p]), float(row[c])
+            if mode == "hard":
+                term = float(pp < 0.5 < pc)
+            elif mode == "soft":
+                a, b = torch.tensor((0.5 - pp) / 0.1), torch.tensor((pc - 0.5) / 0.1)
+                term = float(torch.sigmoid(a) * torch.sigmoid(b))
+            elif mode == "hinge":
+                term = max(0.0, pc - pp)
+            else:
+                term = max(0.0, pc - pp) ** 2
+            total += w * term
+        out.append(total)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard", "hinge", "squared_hinge"])
+def test_matches_naive_loop(dag: Hierarchy, mode: str) -> None:
+    """Summed and averaged penalties equal a per-sample, per-edge loop; logits and probabilities agree."""
+    torch.manual_seed(0)
+    probs = torch.rand(12, dag.num_labels, dtype=torch.float64)
+    weights = [0.5, 1.0, 2.0, 3.0]
+    want = _naive(probs, dag, weights, mode) * 0.7
+    for edge_reduction, div in (("sum", 1), ("mean", dag.num_edges)):
+        pen = HierarchyPenalty(dag, penalties=weights, scale=0.7, mode=mode, from_logits=False, reduction="none",
+                               edge_reduction=edge_reduction)
+        torch.testing.assert_close(pen(probs), want / div)
+        logit_pen = HierarchyPenalty(dag, penalties=weights, scale=0.7, mode=mode, reduction="none",
+                                     edge_reduction=edge_reduction)
+        torch.testing.assert_close(logit_pen(torch.logit(probs)), want / div)
+
+
+def test_reductions_and_function(dag: Hierarchy) -> None:
+    """'mean', 'sum' and 'none' relate as they should, and the module equals the function."""
+    x = torch.randn(10, dag.num_labels)
+    per = HierarchyPenalty(dag, reduction="none")(x)
+    torch.testing.assert_close(HierarchyPenalty(dag)(x), per.mean())
+    torch.testing.assert_close(HierarchyPenalty(dag, reduction="sum")(x), per.sum())
+    torch.testing.assert_close(hierarchy_penalty(x, dag.edge_index, torch.ones(dag.num_edges), reduction="none"), per)
+
+
+def test_composes_with_any_base_loss(dag: Hierarchy) -> None:
+    """BCE + HierarchyPenalty with the same settings equals HBCELoss."""
+    from hierloss import HBCELoss
+
+    x, y = torch.randn(6, dag.num_labels), (torch.rand(6, dag.num_labels) < 0.5).float()
+    total = F.binary_cross_entropy_with_logits(x, y) + HierarchyPenalty(dag, scale=2.0, mode="soft")(x)
+    torch.testing.assert_close(total, HBCELoss(dag, scale=2.0, mode="soft")(x, y))
+
+
+def test_buffers_move_and_compile(dag: Hierarchy) -> None:
+    """Constants are buffers (state_dict, dtype moves) and the module compiles without graph breaks."""
+    pen = HierarchyPenalty(dag, penalties=[1.0, 2.0, 3.0, 4.0])
+    assert set(pen.state_dict()) == {"edge_index", "edge_weight"}
+    assert pen.double().edge_weight.dtype == torch.float64 and pen.edge_index.dtype == torch.long
+    x = torch.randn(4, dag.num_labels, requires_grad=True)
+    compiled = torch.compile(pen, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), pen(x))
+
+
+def test_errors(dag: Hierarchy) -> None:
+    """Shape and argument errors name the offending value."""
+    with pytest.raises(ValueError, match=r"Expected `input` of shape \(N, 4\), got \(3, 5\)"):
+        HierarchyPenalty(dag)(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', 'none', got 'max'"):
+        HierarchyPenalty(dag, reduction="max")
+    with pytest.raises(ValueError, match=r"Expected edge_index \(2, E\) and edge_weight \(E,\)"):
+        hierarchy_penalty(torch.zeros(2, 4), dag.edge_index, torch.ones(3))
+    with pytest.raises(TypeError, match=r"expected a hierloss\.Hierarchy, got dict"):
+        HierarchyPenalty({"a": ["b"]})  # type: ignore[arg-type]

@@ -187,13 +187,13 @@ def _parse_features(path: Path, feature_text: list[str], row_lines: list[int], n
             blocks.append(values[:, None])
             feature_names.append(name)
         else:
-            codes = pd.Categorical(col.where(~missing), categories=kind)
-            bad = (np.asarray(codes.codes) < 0) & ~missing
+            codes = col.map({value: i for i, value in enumerate(kind)}).to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.isnan(codes) & ~missing
             if bad.any():
                 r = int(np.flatnonzero(bad)[0])
                 raise _error(path, row_lines[r], f"attribute {name!r}: {col.iloc[r]!r} is not one of {kind!r}")
             onehot = np.zeros((n_rows, len(kind)), dtype=np.float64)
-            onehot[np.flatnonzero(~missing), np.asarray(codes.codes)[~missing]] = 1.0
+            onehot[np.flatnonzero(~missing), codes[~missing].astype(np.int64)] = 1.0
             onehot[missing] = np.nan
             blocks.append(onehot)
             feature_names.extend(f"{name}={v}" for v in kind)

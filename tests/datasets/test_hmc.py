@@ -1,0 +1,120 @@
+"""Tests for hierloss.datasets.hmc: every shared HMC dataset, preprocessing, and broken files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hierloss.datasets import load_hmc, load_hmc_arff
+
+# name: (features, labels, train, valid, test, is_dag) from ../shared/data/README.md
+EXPECTED = {
+    "cellcycle_FUN": (77, 499, 1628, 848, 1281, False),
+    "derisi_FUN": (63, 499, 1608, 842, 1275, False),
+    "eisen_FUN": (79, 461, 1058, 529, 837, False),
+    "gasch2_FUN": (52, 499, 1639, 849, 1291, False),
+    "spo_FUN": (86, 499, 1600, 837, 1266, False),
+    "cellcycle_GO": (77, 4125, 1625, 848, 1278, True),
+    "derisi_GO": (63, None, 1605, 842, 1272, True),
+    "eisen_GO": (79, None, 1055, 528, 835, True),
+    "gasch2_GO": (52, None, 1636, 849, 1288, True),
+    "spo_GO": (86, None, 1597, 837, 1263, True),
+    "enron": (1001, 56, 988, None, 660, False),
+    "imclef07a": (80, 96, 10000, None, 1006, False),
+    "diatoms": (371, 398, 2065, None, 1054, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_shared_dataset(shared_data: Path, name: str) -> None:
+    """Shapes match the data README, labels are ancestor-closed, GO hierarchies have multi-parent nodes."""
+    features, labels, n_train, n_valid, n_test, is_dag = EXPECTED[name]
+    splits = load_hmc(shared_data / "hmc" / name)
+    h = splits.hierarchy
+    assert splits.train.X.shape == (n_train, features) and splits.train.X.dtype == np.float32
+    assert splits.test.X.shape == (n_test, features)
+    assert (splits.valid is None) == (n_valid is None)
+    if splits.valid is not None:
+        assert splits.valid.X.shape[0] == n_valid
+    if labels is not None:
+        assert h.num_labels == labels
+    assert "root" not in h
+    for split in (splits.train, splits.test):
+        assert split.Y.shape == (split.X.shape[0], h.num_labels) and split.Y.dtype == np.uint8
+        np.testing.assert_array_equal(h.propagate(split.Y), split.Y)
+        assert not np.isnan(split.X).any()
+    multi = sum(len(h.parents(lab)) > 1 for lab in h.labels)
+    assert (multi > 0) == is_dag
+    if name == "cellcycle_GO":
+        assert h.num_edges == 5824 and multi == 1477  # 5,827 header pairs, 3 from the artificial root
+
+
+def test_funcat_node_identity_is_the_full_path(shared_data: Path) -> None:
+    """FunCat nodes are full paths: '01/01' and '02/01' are different labels with different parents."""
+    data = load_hmc_arff(shared_data / "hmc" / "eisen_FUN" / "eisen_FUN.train.arff")
+    h = data.hierarchy
+    assert h.parents("01/01") == ("01",) and h.parents("02/01") == ("02",)
+    assert "01" in h.roots
+
+
+def test_preprocessing_is_fitted_on_train_only(tmp_path: Path) -> None:
+    """Imputation uses the training mean and standardisation the training moments, applied to every split."""
+    header = "@RELATION t\n@ATTRIBUTE a numeric\n@ATTRIBUTE b {x,y}\n@ATTRIBUTE class hierarchical 1,1/1,2\n@DATA\n"
+    (tmp_path / "d.train.arff").write_text(header + "1,x,1/1\n3,y,2\n?,x,1\n")
+    (tmp_path / "d.test.arff").write_text(header + "?,?,2\n5,y,1/1@2\n")
+    splits = load_hmc(tmp_path / "d")
+    raw = load_hmc_arff(tmp_path / "d.train.arff")
+    assert raw.feature_names == ("a", "b=x", "b=y") and np.isnan(raw.X[2, 0])
+    # train column a = [1, 3, 2 (imputed)] → mean 2, std sqrt(2/3)
+    std = np.sqrt(2 / 3)
+    np.testing.assert_allclose(splits.train.X[:, 0], [(1 - 2) / std, (3 - 2) / std, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(splits.test.X[:, 0], [0.0, (5 - 2) / std], rtol=1e-6)
+    assert splits.valid is None
+    assert splits.test.Y.tolist() == [[0, 0, 1], [1, 1, 1]]  # 1/1 implies 1
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("1,x,1/1\n1,2\n", r"line 7: expected 3 comma-separated fields, got 2"),
+        ("1,x,1/1\n2,x,9/9\n", r"line 7: unknown label '9/9'"),
+        ("1,x,1/1\nabc,x,2\n", r"line 7: attribute 'a': cannot parse 'abc' as a number"),
+        ("1,z,1/1\n", r"line 6: attribute 'b': 'z' is not one of \['x', 'y'\]"),
+    ],
+)
+def test_broken_rows(tmp_path: Path, body: str, message: str) -> None:
+    """Malformed rows raise ValueError naming the file, the 1-based line and the problem."""
+    path = tmp_path / "bad.arff"
+    path.write_text("@RELATION t\n@ATTRIBUTE a numeric\n@ATTRIBUTE b {x,y}\n@ATTRIBUTE class hierarchical 1,1/1,2\n"
+                    "@DATA\n" + body)
+    with pytest.raises(ValueError, match=rf"bad\.arff: {message}"):
+        load_hmc_arff(path)
+
+
+def test_broken_headers(tmp_path: Path) -> None:
+    """A missing @DATA, class attribute, parent path or malformed GO pair is reported."""
+    path = tmp_path / "h.arff"
+    path.write_text("@ATTRIBUTE a numeric\n@ATTRIBUTE class hierarchical 1,2\n1,1\n")
+    with pytest.raises(ValueError, match=r"h\.arff: no @DATA line"):
+        load_hmc_arff(path)
+    path.write_text("@ATTRIBUTE a numeric\n@DATA\n1\n")
+    with pytest.raises(ValueError, match="no '@ATTRIBUTE class hierarchical' line before @DATA"):
+        load_hmc_arff(path)
+    path.write_text("@ATTRIBUTE a numeric\n@ATTRIBUTE class hierarchical 1,1/2/3\n@DATA\n")
+    with pytest.raises(ValueError, match=r"line 2: label '1/2/3' has no parent '1/2' in the hierarchy"):
+        load_hmc_arff(path)
+    path.write_text("@ATTRIBUTE a numeric\n@ATTRIBUTE class hierarchical root/A,A/B/C\n@DATA\n")
+    with pytest.raises(ValueError, match=r"line 2: expected a 'parent/child' pair in the GO hierarchy, got 'A/B/C'"):
+        load_hmc_arff(path)
+    path.write_text("@ATTRIBUTE a string\n@ATTRIBUTE class hierarchical 1\n@DATA\n")
+    with pytest.raises(ValueError, match=r"line 1: unsupported attribute type 'string' for 'a'"):
+        load_hmc_arff(path)
+
+
+def test_missing_split_files(tmp_path: Path) -> None:
+    """load_hmc needs a train and a test file and says which files it found."""
+    (tmp_path / "x.train.arff").write_text("@ATTRIBUTE a numeric\n@ATTRIBUTE class hierarchical 1\n@DATA\n1,1\n")
+    with pytest.raises(ValueError, match=r"expected a train and a test \.arff file, found \['x\.train\.arff'\]"):
+        load_hmc(tmp_path)

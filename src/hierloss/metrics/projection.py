@@ -1,0 +1,49 @@
+"""Post-hoc projection of scores onto hierarchy-consistent outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hierloss.hierarchy import Hierarchy
+from hierloss.metrics._inputs import as_tensor
+from hierloss.propagation import max_over_descendants, min_over_ancestors
+
+__all__ = ["coherent"]
+
+
+def coherent(probs: Any, hierarchy: Hierarchy, method: str = "max") -> Any:
+    """Make scores coherent with the hierarchy: every parent scores at least as high as each of its children.
+
+    * ``'max'``: each label becomes the max over itself and its descendants (C-HMCNN's max-constraint module);
+      never lowers a score.
+    * ``'min'``: each label becomes the min over itself and its ancestors; never raises a score.
+
+    Both are exact on DAGs and leave no violation at any threshold. They run level by level over the hierarchy
+    (:mod:`hierloss.propagation`): ``O(N·E)`` work and no ``(N, C, C)`` tensor, so ~4,100 labels × 512 samples
+    take milliseconds where the dense form would need tens of GB.
+
+    Args:
+        probs: ``(N, C)`` or ``(C,)`` scores (probabilities or logits: both methods commute with any increasing
+            map such as the sigmoid). A NumPy array gives a NumPy array back; tensors keep device and gradient.
+        hierarchy: the label hierarchy.
+        method: ``'max'`` or ``'min'``.
+
+    Example:
+        >>> import torch
+        >>> from hierloss import Hierarchy
+        >>> h = Hierarchy.from_edges([("a", "b")])
+        >>> coherent(torch.tensor([[0.2, 0.7]]), h)
+        tensor([[0.7000, 0.7000]])
+        >>> coherent(torch.tensor([[0.2, 0.7]]), h, method="min")
+        tensor([[0.2000, 0.2000]])
+    """
+    if method not in ("max", "min"):
+        raise ValueError(f"method must be 'max' or 'min', got {method!r}")
+    values = as_tensor(probs, "probs")
+    if values.ndim not in (1, 2) or values.shape[-1] != hierarchy.num_labels:
+        raise ValueError(f"Expected `probs` of shape (N, {hierarchy.num_labels}) or ({hierarchy.num_labels},), got "
+                         f"{tuple(values.shape)}")
+    out = max_over_descendants(values, hierarchy) if method == "max" else min_over_ancestors(values, hierarchy)
+    return out.numpy() if isinstance(probs, np.ndarray) else out

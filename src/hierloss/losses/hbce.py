@@ -78,9 +78,14 @@ class _FusedHBCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        logits, s, probs, target, count, index, weight, *rest = ctx.saved_tensors
-        valid = rest.pop(0) if ctx.has_valid else None
-        pos_weight = rest.pop(0) if ctx.has_pw else None
+        saved = ctx.saved_tensors
+        logits, s, probs, target, count, index, weight = saved[:7]
+        k = 7  # optional tensors follow in save order (indexing, not list.pop: Dynamo traces tuples only)
+        valid = saved[k] if ctx.has_valid else None
+        k += int(ctx.has_valid)
+        pos_weight = saved[k] if ctx.has_pw else None
+        k += int(ctx.has_pw)
+        rest = saved[k:]
         dbce = s - target
         if pos_weight is not None:  # − (pw − 1)·y·(1 − s)
             dbce = dbce - (pos_weight - 1) * target * torch.sigmoid(-logits)

@@ -1,0 +1,121 @@
+"""Every loss, ``coherent`` and the penalty counts on a CUDA device: same values and gradients as on the CPU, no host
+synchronisation in forward/backward, float32 results under autocast, and ``torch.compile(fullgraph=True)``.
+
+Skipped on machines without a GPU (CI); run on a CUDA machine with ``pytest tests/test_cuda.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+import hierloss
+from hierloss import Hierarchy
+from hierloss.metrics import coherent
+from hierloss.penalties import ConditionalPenalty
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+C = 40
+
+
+def _random_dag(num_labels: int = C, seed: int = 0) -> Hierarchy:
+    """A random DAG on ``num_labels`` labels: each label after the first four gets one or two earlier parents."""
+    g = torch.Generator().manual_seed(seed)
+    edges = []
+    for child in range(4, num_labels):
+        parents = torch.randperm(child, generator=g)[: 1 + int(torch.randint(0, 2, (1,), generator=g))]
+        edges += [(f"L{int(p)}", f"L{child}") for p in parents]
+    return Hierarchy.from_edges(edges, labels=[f"L{i}" for i in range(num_labels)])
+
+
+H = _random_dag()
+
+LOSSES: dict[str, Callable[[], nn.Module]] = {
+    "hbce-hinge": lambda: hierloss.HBCELoss(H),
+    "hbce-squared_hinge": lambda: hierloss.HBCELoss(H, mode="squared_hinge"),
+    "hbce-soft": lambda: hierloss.HBCELoss(H, mode="soft"),
+    "hbce-hard": lambda: hierloss.HBCELoss(H, mode="hard"),
+    "asl": lambda: hierloss.AsymmetricLoss(),
+    "focal": lambda: hierloss.FocalLoss(),
+    "zlpr": lambda: hierloss.ZLPRLoss(),
+    "msml": lambda: hierloss.MultiLabelSoftmaxLoss(),
+    "mcloss": lambda: hierloss.MCLoss(H),
+}
+
+
+def _batch(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    logits = 3 * torch.randn(n, C, generator=g)
+    target = H.propagate((torch.rand(n, C, generator=g) < 0.2).float())
+    return logits, target
+
+
+def _loss_and_grad(module: nn.Module, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = logits.clone().requires_grad_(True)
+    loss = module(x, target)
+    loss.backward()
+    assert x.grad is not None
+    return loss.detach(), x.grad
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_cuda_matches_cpu_without_host_sync(name: str) -> None:
+    logits, target = _batch()
+    cpu_loss, cpu_grad = _loss_and_grad(LOSSES[name](), logits, target)
+    module = LOSSES[name]().cuda()
+    x, y = logits.cuda(), target.cuda()
+    _loss_and_grad(module, x, y)  # warm-up: lazy CUDA initialisation may synchronise once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host synchronisation in forward/backward now raises
+    try:
+        gpu_loss, gpu_grad = _loss_and_grad(module, x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(gpu_loss.cpu(), cpu_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gpu_grad.cpu(), cpu_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_cuda_autocast_is_float32_and_finite(name: str, dtype: torch.dtype) -> None:
+    logits, target = _batch()
+    module = LOSSES[name]().cuda()
+    x = (40 * logits).cuda().to(dtype).requires_grad_(True)  # ±100-ish logits in low precision
+    with torch.autocast("cuda", dtype=dtype):
+        loss = module(x, target.cuda())
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert torch.isfinite(loss).item()
+    assert x.grad is not None and torch.isfinite(x.grad).all().item()
+
+
+@pytest.mark.parametrize("name", ["hbce-hinge", "hbce-hard", "mcloss", "zlpr"])
+def test_cuda_compile_fullgraph_matches_eager(name: str) -> None:
+    torch._dynamo.reset()
+    logits, target = _batch()
+    module = LOSSES[name]().cuda()
+    x, y = logits.cuda(), target.cuda()
+    eager_loss, eager_grad = _loss_and_grad(module, x, y)
+    compiled = torch.compile(module, fullgraph=True)
+    comp_loss, comp_grad = _loss_and_grad(compiled, x, y)
+    torch.testing.assert_close(comp_loss, eager_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(comp_grad, eager_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["max", "min"])
+def test_cuda_coherent_matches_cpu(method: str) -> None:
+    probs = torch.rand(256, C, generator=torch.Generator().manual_seed(2))
+    on_gpu = coherent(probs.cuda(), H, method=method)
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), coherent(probs, H, method=method), rtol=0, atol=0)
+
+
+def test_cuda_penalty_counts_match_cpu() -> None:
+    _, target = _batch(1000)
+    on_cpu = ConditionalPenalty().fit(H, target)
+    on_gpu = ConditionalPenalty().fit(H, target.cuda())
+    assert on_gpu.table().equals(on_cpu.table())

@@ -1,4 +1,4 @@
-"""Tests for hierloss.metrics.consistency against naive loops."""
+"""Tests for hierloss.metrics.consistency against naive loops over samples and edges."""
 
 from __future__ import annotations
 
@@ -9,55 +9,93 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hierloss import Hierarchy
-from hierloss.metrics import consistency_report, edge_violations, violation_rate
+from hierloss.metrics import (
+    consistency_report,
+    edge_violation_counts,
+    edge_violation_rates,
+    edge_violations,
+    sample_violations,
+    violation_rate,
+)
 from tests.test_hierarchy import random_dags
 
 
 def _naive(p: np.ndarray, h: Hierarchy, threshold: float | None) -> np.ndarray:
     out = np.zeros((p.shape[0], h.num_edges), dtype=bool)
     for n in range(p.shape[0]):
-        for e, (a, b) in enumerate(h.edge_indices):
-            out[n, e] = p[n, b] > p[n, a] if threshold is None else (p[n, a] < threshold and p[n, b] > threshold)
+        for e, (parent, child) in enumerate(h.edges):
+            a, b = p[n, h.index(parent)], p[n, h.index(child)]
+            out[n, e] = b > a if threshold is None else (a < threshold and b > threshold)
     return out
 
 
-@settings(max_examples=30, deadline=None)
-@given(random_dags(), st.integers(0, 2**31 - 1), st.sampled_from([0.5, 0.3, None]))
-def test_matches_naive_loop(h: Hierarchy, seed: int, threshold: float | None) -> None:
-    """Per-edge flags, sample rate and report equal a loop over samples and edges."""
-    p = np.round(np.random.default_rng(seed).random((9, h.num_labels)), 1)  # ties at the threshold included
+@settings(max_examples=40, deadline=None)
+@given(random_dags(), st.integers(0, 2**31 - 1), st.sampled_from([0.5, 0.3, 0.9, None]), st.integers(0, 9))
+def test_matches_naive_loop(h: Hierarchy, seed: int, threshold: float | None, n: int) -> None:
+    """Per-edge flags, counts, rates, sample flags, the rate and the report equal loops over samples and edges."""
+    p = np.round(np.random.default_rng(seed).random((n, h.num_labels)), 1)  # ties, also at the threshold
     want = _naive(p, h, threshold)
     np.testing.assert_array_equal(edge_violations(p, h, threshold).numpy(), want)
-    rate = violation_rate(torch.from_numpy(p), h, threshold)
-    assert rate.item() == pytest.approx(want.any(1).mean())
+    np.testing.assert_array_equal(sample_violations(p, h, threshold).numpy(), want.any(1))
+    np.testing.assert_array_equal(edge_violation_counts(p, h, threshold).numpy(), want.sum(0))
+    np.testing.assert_allclose(edge_violation_rates(p, h, threshold).numpy(), want.sum(0) / max(n, 1), rtol=1e-6)
+    assert violation_rate(torch.from_numpy(p), h, threshold).item() == pytest.approx(want.any(1).sum() / max(n, 1))
+    if threshold is not None:
+        report = consistency_report(p, h, threshold)
+        assert list(zip(report["parent"], report["child"])) == list(h.edges)
+        np.testing.assert_array_equal(report["violations"], want.sum(0))
+        np.testing.assert_array_equal(report["violations_any"], _naive(p, h, None).sum(0))
+        np.testing.assert_allclose(report["rate_any"], _naive(p, h, None).sum(0) / max(n, 1))
 
 
-def test_strict_inequalities_and_logits() -> None:
-    """Scores equal to the threshold are not violations; from_logits applies a sigmoid first."""
+def test_strict_inequalities_logits_and_empty_batch() -> None:
+    """Scores equal to the threshold are not violations; from_logits applies a sigmoid; an empty batch rates 0."""
     h = Hierarchy.from_edges([("a", "b")])
     assert violation_rate(torch.tensor([[0.5, 0.9], [0.2, 0.5]]), h).item() == 0.0
-    assert violation_rate(torch.tensor([[-1.0, 2.0]]), h, from_logits=True).item() == 1.0
+    logits = torch.tensor([[-0.1, 0.3]])  # sigmoid: 0.475 (parent) and 0.574 (child)
+    assert violation_rate(logits, h, from_logits=True).item() == 1.0
+    assert violation_rate(logits, h).item() == 0.0  # read as probabilities, neither side of 0.5 is crossed
     assert violation_rate(torch.tensor([[0.3, 0.3]]), h, threshold=None).item() == 0.0
     assert violation_rate(torch.zeros(0, 2), h).item() == 0.0
+    assert edge_violation_rates(torch.zeros(0, 2), h).tolist() == [0.0]
 
 
-def test_report() -> None:
-    """consistency_report has one row per edge with both counts and rates."""
+def test_both_rates_differ_on_scores_coherent_at_half() -> None:
+    """Scores all below 0.5 break no decision at 0.5, yet every sample is incoherent at some threshold."""
+    h = Hierarchy.from_dict({"a": ["b"]})
+    p = torch.tensor([[0.1, 0.2], [0.3, 0.4]])
+    assert violation_rate(p, h).item() == 0.0
+    assert violation_rate(p, h, threshold=None).item() == 1.0
+    assert violation_rate(p, h, threshold=0.15).item() == 0.5
+
+
+def test_report_example() -> None:
+    """consistency_report has one row per edge with both counts and rates (hand-computed)."""
     h = Hierarchy.from_dict({"a": ["b", "c"]})
     p = np.array([[0.4, 0.6, 0.1], [0.9, 0.95, 0.2], [0.6, 0.1, 0.7]])
     report = consistency_report(p, h)
+    assert list(report.columns) == ["parent", "child", "violations", "rate", "violations_any", "rate_any"]
     assert report[["parent", "child"]].values.tolist() == [["a", "b"], ["a", "c"]]
     assert report["violations"].tolist() == [1, 0]
+    assert report["rate"].tolist() == pytest.approx([1 / 3, 0.0])
     assert report["violations_any"].tolist() == [2, 1]
     assert report["rate_any"].tolist() == pytest.approx([2 / 3, 1 / 3])
 
 
 def test_errors() -> None:
-    """Wrong widths, thresholds and input types are reported."""
+    """Wrong shapes, thresholds and input types are reported, naming the offender."""
     h = Hierarchy.from_edges([("a", "b")])
     with pytest.raises(ValueError, match=r"Expected `preds.shape\[1\]` to be 2 \(hierarchy.num_labels\), got 3"):
         violation_rate(torch.zeros(4, 3), h)
+    with pytest.raises(ValueError, match=r"Expected `preds` of shape \(N, C\), got \(2,\)"):
+        violation_rate(torch.zeros(2), h)
     with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\) or None, got 1\.0"):
         violation_rate(torch.zeros(4, 2), h, threshold=1.0)
-    with pytest.raises(TypeError, match="must be a torch tensor or a NumPy array, got str"):
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\) or None, got 0"):
+        edge_violations(torch.zeros(4, 2), h, threshold=0)
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\) or None, got '0\.5'"):
+        edge_violation_counts(torch.zeros(4, 2), h, threshold="0.5")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`preds` must be a torch tensor or a NumPy array, got str"):
         violation_rate("preds", h)
+    with pytest.raises(ValueError, match="consistency_report needs a threshold in"):
+        consistency_report(torch.zeros(4, 2), h, threshold=None)  # type: ignore[arg-type]

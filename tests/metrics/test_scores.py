@@ -15,60 +15,103 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from hierloss.metrics import auroc, average_precision
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.integers(2, 60), st.integers(1, 6), st.sampled_from([1, 2, 100]))
-def test_equal_to_sklearn(seed: int, n: int, c: int, rounding: int) -> None:
-    """Per-label, weighted, macro and micro values equal scikit-learn's (ties from rounding included)."""
+def _two_class(y: np.ndarray) -> list[int]:
+    return [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 60), st.integers(1, 6), st.sampled_from([1, 2, None]),
+       st.sampled_from([0.05, 0.4, 0.95]))
+def test_equal_to_sklearn(seed: int, n: int, c: int, decimals: int | None, rate: float) -> None:
+    """Per-label, weighted, macro and micro values equal scikit-learn's (heavy ties included); others are NaN."""
     rng = np.random.default_rng(seed)
-    p = np.round(rng.random((n, c)), 1 if rounding == 1 else 2)
-    y = (rng.random((n, c)) < 0.4).astype(int)
+    p = rng.random((n, c))
+    p = np.round(p, decimals) if decimals is not None else p
+    y = (rng.random((n, c)) < rate).astype(int)
     per_auc = auroc(p, y, average=None).numpy()
     per_ap = average_precision(p, y, average=None).numpy()
-    ok_auc = [j for j in range(c) if 0 < y[:, j].sum() < n]
-    ok_ap = [j for j in range(c) if y[:, j].sum() > 0]
+    ok = _two_class(y)
     for j in range(c):
-        if j in ok_auc:
+        if j in ok:
             assert per_auc[j] == pytest.approx(roc_auc_score(y[:, j], p[:, j]), abs=1e-6)
-        else:
-            assert np.isnan(per_auc[j])
-        if j in ok_ap:
             assert per_ap[j] == pytest.approx(average_precision_score(y[:, j], p[:, j]), abs=1e-6)
         else:
-            assert np.isnan(per_ap[j])
-    if ok_auc:
+            assert np.isnan(per_auc[j]) and np.isnan(per_ap[j])
+    if ok:
+        sub_p, sub_y = p[:, ok], y[:, ok]
         for avg in ("weighted", "macro"):
-            want = roc_auc_score(y[:, ok_auc], p[:, ok_auc], average=avg) if len(ok_auc) > 1 else \
-                roc_auc_score(y[:, ok_auc[0]], p[:, ok_auc[0]])
+            want = roc_auc_score(sub_y, sub_p, average=avg) if len(ok) > 1 else roc_auc_score(sub_y[:, 0], sub_p[:, 0])
             assert auroc(p, y, average=avg).item() == pytest.approx(want, abs=1e-6)
-    if y.sum() > 0:
-        assert average_precision(p, y).item() == pytest.approx(average_precision_score(y.ravel(), p.ravel()), abs=1e-6)
+        want = average_precision_score(sub_y, sub_p, average="macro") if len(ok) > 1 else \
+            average_precision_score(sub_y[:, 0], sub_p[:, 0])
+        assert average_precision(p, y, average="macro").item() == pytest.approx(want, abs=1e-6)
+    else:
+        assert np.isnan(auroc(p, y).item()) and np.isnan(average_precision(p, y, average="macro").item())
+    if 0 < y.sum() < y.size:
+        want = average_precision_score(y.ravel(), p.ravel())
+        assert average_precision(p, y).item() == pytest.approx(want, abs=1e-6)
+    else:
+        assert np.isnan(average_precision(p, y).item())
 
 
-def test_single_class_labels_never_crash() -> None:
-    """Labels with one class are NaN per label and skipped in averages; all-single-class gives NaN."""
-    y = np.array([[1, 0], [1, 1], [1, 0]])
-    p = np.array([[0.1, 0.2], [0.4, 0.9], [0.3, 0.1]])
-    assert np.isnan(auroc(p, y, average=None)[0].item())
-    assert auroc(p, y).item() == pytest.approx(1.0)
-    assert np.isnan(auroc(p[:, :1], y[:, :1]).item())
-    assert np.isnan(average_precision(p, np.zeros((3, 2)), average="macro").item())
+def test_large_and_float32_equal_sklearn() -> None:
+    """A 500 × 300 float32 problem (many labels at once) still equals scikit-learn label by label and averaged."""
+    rng = np.random.default_rng(1)
+    y = (rng.random((500, 300)) < 0.03).astype(np.uint8)
+    p = (rng.random((500, 300)) + 0.3 * y).astype(np.float32)
+    ok = _two_class(y)
+    assert len(ok) > 250
+    assert auroc(torch.from_numpy(p), torch.from_numpy(y)).item() == pytest.approx(
+        roc_auc_score(y[:, ok], p[:, ok], average="weighted"), abs=1e-6)
+    assert average_precision(p, y).item() == pytest.approx(average_precision_score(y.ravel(), p.ravel()), abs=1e-6)
+    assert average_precision(p, y, "macro").item() == pytest.approx(
+        average_precision_score(y[:, ok], p[:, ok], average="macro"), abs=1e-6)
+
+
+def test_single_class_rule_by_hand() -> None:
+    """All-positive and all-negative labels are NaN per label and skipped; all single-class gives NaN, no crash."""
+    y = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0]])
+    p = np.array([[0.1, 0.2, 0.5], [0.4, 0.9, 0.5], [0.3, 0.1, 0.5]])
+    per = auroc(p, y, average=None)
+    assert np.isnan(per[0].item()) and per[1].item() == 1.0 and np.isnan(per[2].item())
+    assert auroc(p, y).item() == 1.0 and auroc(p, y, "macro").item() == 1.0
+    assert average_precision(p, y, "macro").item() == 1.0
+    assert np.isnan(auroc(p[:, [0, 2]], y[:, [0, 2]]).item())
+    assert np.isnan(average_precision(p, np.zeros((3, 3)), average="macro").item())
+    assert np.isnan(average_precision(p, np.zeros((3, 3))).item())  # micro: the pooled target has no positive
+    assert np.isnan(average_precision(p, np.ones((3, 3))).item())  # nor a negative
+    assert np.isnan(auroc(np.zeros((0, 2)), np.zeros((0, 2))).item())
+
+
+def test_ranking_only() -> None:
+    """Both scores depend only on the ranking: logits and their sigmoid give the same values."""
+    rng = np.random.default_rng(3)
+    logits = torch.from_numpy(rng.normal(size=(40, 4)))
+    y = torch.from_numpy((rng.random((40, 4)) < 0.5).astype(np.int64))
+    torch.testing.assert_close(auroc(logits, y, None), auroc(torch.sigmoid(logits), y, None))
+    torch.testing.assert_close(average_precision(logits, y), average_precision(torch.sigmoid(logits), y))
 
 
 def test_real_chexpert_labels(shared_data: Path) -> None:
-    """On the CheXpert test labels with random scores, weighted AUROC equals scikit-learn's."""
+    """On the CheXpert test labels with random scores, weighted AUROC and micro AP equal scikit-learn's."""
     frame = pd.read_csv(shared_data / "chexpert" / "test_groundtruth.csv")
     y = frame.drop(columns=["Study"]).to_numpy().astype(int)
     p = np.random.default_rng(0).random(y.shape)
-    keep = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    keep = _two_class(y)
     want = roc_auc_score(y[:, keep], p[:, keep], average="weighted")
     assert auroc(torch.from_numpy(p), torch.from_numpy(y)).item() == pytest.approx(want, abs=1e-6)
+    assert average_precision(p, y).item() == pytest.approx(average_precision_score(y.ravel(), p.ravel()), abs=1e-6)
 
 
 def test_errors() -> None:
-    """Unknown averages and shape mismatches are reported."""
+    """Unknown averages, shape mismatches and non-0/1 targets are reported."""
     with pytest.raises(ValueError, match="average must be 'weighted', 'macro' or None, got 'micro'"):
         auroc(np.zeros((2, 2)), np.zeros((2, 2)), average="micro")
     with pytest.raises(ValueError, match="average must be 'micro', 'macro' or None, got 'weighted'"):
         average_precision(np.zeros((2, 2)), np.zeros((2, 2)), average="weighted")
     with pytest.raises(ValueError, match=r"Expected `target` of shape \(2, 2\) like `preds`, got \(2, 3\)"):
         auroc(np.zeros((2, 2)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"Expected `preds` of shape \(N, C\), got \(4,\)"):
+        average_precision(np.zeros(4), np.zeros(4))
+    with pytest.raises(ValueError, match="`target` column 0 holds -1; metrics expect 0/1 targets"):
+        auroc(np.zeros((2, 2)), np.array([[-1, 0], [1, 0]]))

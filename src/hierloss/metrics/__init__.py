@@ -1,17 +1,30 @@
 """Consistency metrics, coherent projection, and the standard scores.
 
-The functional metrics need only torch. The streaming ``Metric`` classes (``ViolationRate``, ``HierarchicalF1``,
-``AUROC``, ``AveragePrecision``) need torchmetrics and the plots matplotlib; both are imported on first use.
+The functional metrics need only torch (and pandas for :func:`consistency_report`). The streaming ``Metric``
+classes (``ViolationRate``, ``HierarchicalF1``, ``AUROC``, ``AveragePrecision``) need torchmetrics
+(``pip install 'hierloss[metrics]'``) and the plots matplotlib (``pip install 'hierloss[plot]'``); both are
+imported on first use, so ``import hierloss.metrics`` works without them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hierloss.metrics.consistency import consistency_report, edge_violations, sample_violations, violation_rate
+from hierloss.metrics.consistency import (
+    consistency_report,
+    edge_violation_counts,
+    edge_violation_rates,
+    edge_violations,
+    sample_violations,
+    violation_rate,
+)
 from hierloss.metrics.hierarchical_prf import hierarchical_prf
 from hierloss.metrics.projection import coherent
 from hierloss.metrics.scores import auroc, average_precision
+
+if TYPE_CHECKING:
+    from hierloss.metrics.plot import plot_edge_violations, plot_hierarchy
+    from hierloss.metrics.streaming import AUROC, AveragePrecision, HierarchicalF1, ViolationRate
 
 __all__ = [
     "AUROC",
@@ -22,6 +35,8 @@ __all__ = [
     "average_precision",
     "coherent",
     "consistency_report",
+    "edge_violation_counts",
+    "edge_violation_rates",
     "edge_violations",
     "hierarchical_prf",
     "plot_edge_violations",

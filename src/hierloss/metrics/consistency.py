@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor
 
 from hierloss.hierarchy import Hierarchy
@@ -13,31 +12,63 @@ from hierloss.metrics._inputs import scores_for
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["consistency_report", "edge_violations", "sample_violations", "violation_rate"]
+__all__ = [
+    "consistency_report",
+    "edge_violation_counts",
+    "edge_violation_rates",
+    "edge_violations",
+    "sample_violations",
+    "violation_rate",
+]
+
+
+def check_threshold(threshold: float | None) -> None:
+    """Raise ``ValueError`` unless ``threshold`` is ``None`` or a number strictly between 0 and 1."""
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0.0 < threshold < 1.0):
+        raise ValueError(f"threshold must be in (0, 1) or None, got {threshold!r}")
+
+
+def edge_flags(scores: Tensor, edge_index: Tensor, threshold: float | None) -> Tensor:
+    """Bool ``(N, E)`` violation flags of ``(N, C)`` probabilities for a ``(2, E)`` parent/child ``edge_index``."""
+    parent, child = scores.index_select(1, edge_index[0]), scores.index_select(1, edge_index[1])
+    if threshold is None:
+        return child > parent
+    return (parent < threshold) & (child > threshold)
 
 
 def edge_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,
                     from_logits: bool = False) -> Tensor:
     """Bool ``(N, E)``: whether sample ``n`` violates edge ``e`` (edges in ``hierarchy.edges`` order).
 
-    With a ``threshold`` the test is the reference's, strict on both sides: ``parent < t and child > t``. With
-    ``threshold=None`` it is incoherence at *some* threshold: ``score(child) > score(parent)`` — the incoherence
-    that ranking metrics such as AUROC and AU(PRC) see.
+    With a ``threshold`` the test is the reference's, strict on both sides: ``parent < t and child > t`` (a
+    prediction of exactly ``t`` counts as neither positive nor negative). With ``threshold=None`` it is
+    incoherence at *some* threshold: ``score(child) > score(parent)``, the incoherence that ranking metrics such
+    as AUROC and AU(PRC) see, since they sweep every threshold.
 
     Args:
         preds: ``(N, C)`` scores (probabilities, or logits with ``from_logits=True``); NumPy accepted.
-        hierarchy: the label hierarchy.
+        hierarchy: the label hierarchy, ``C = hierarchy.num_labels``.
         threshold: decision threshold in ``(0, 1)``, or ``None`` for any threshold.
         from_logits: apply a sigmoid to ``preds`` first.
+
+    Shape:
+        ``(N, C)`` in, ``(N, E)`` out with ``E = hierarchy.num_edges``.
+
+    Raises:
+        ValueError: for a threshold outside ``(0, 1)`` or ``preds`` of the wrong shape.
+        TypeError: for ``preds`` that are neither a tensor nor array-like.
+
+    Example:
+        >>> import torch
+        >>> from hierloss import Hierarchy
+        >>> h = Hierarchy.from_dict({"a": ["b", "c"]})
+        >>> edge_violations(torch.tensor([[0.4, 0.6, 0.1]]), h)
+        tensor([[ True, False]])
     """
-    if threshold is not None and not (0.0 < threshold < 1.0):
-        raise ValueError(f"threshold must be in (0, 1) or None, got {threshold!r}")
+    check_threshold(threshold)
     scores = scores_for(preds, hierarchy, from_logits)
-    ei = hierarchy.edge_index.to(scores.device)
-    parent, child = scores.index_select(1, ei[0]), scores.index_select(1, ei[1])
-    if threshold is None:
-        return child > parent
-    return (parent < threshold) & (child > threshold)
+    return edge_flags(scores, hierarchy.edge_index.to(scores.device), threshold)
 
 
 def sample_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,
@@ -48,7 +79,18 @@ def sample_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None 
 
 def violation_rate(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,
                    from_logits: bool = False) -> Tensor:
-    """Fraction of samples with at least one violated edge (a 0-d float tensor; 0 for an empty batch).
+    """Fraction of samples with at least one violated edge (a 0-d float32 tensor; 0 for an empty batch).
+
+    ``threshold=0.5`` counts samples whose *decisions* break the hierarchy (a child predicted positive under a
+    parent predicted negative). ``threshold=None`` counts samples whose *scores* do (some child scores above its
+    parent), i.e. samples that are incoherent at some threshold. Report both: a model can be 0% incoherent at
+    0.5 and 100% incoherent at some threshold, and AUROC / AU(PRC) average over every threshold.
+
+    Args:
+        preds: ``(N, C)`` scores; NumPy accepted.
+        hierarchy: the label hierarchy.
+        threshold: decision threshold in ``(0, 1)``, or ``None`` for any threshold.
+        from_logits: apply a sigmoid to ``preds`` first.
 
     Example:
         >>> import torch
@@ -59,18 +101,54 @@ def violation_rate(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0
         (tensor(0.3333), tensor(0.6667))
     """
     flags = sample_violations(preds, hierarchy, threshold, from_logits)
-    return flags.float().mean() if flags.numel() else flags.new_zeros((), dtype=torch.float32)
+    return flags.float().sum() / max(flags.numel(), 1)
+
+
+def edge_violation_counts(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,
+                          from_logits: bool = False) -> Tensor:
+    """Long ``(E,)``: how many samples violate each edge (edges in ``hierarchy.edges`` order).
+
+    Example:
+        >>> import torch
+        >>> from hierloss import Hierarchy
+        >>> h = Hierarchy.from_dict({"a": ["b", "c"]})
+        >>> p = torch.tensor([[0.4, 0.6, 0.1], [0.9, 0.95, 0.2], [0.6, 0.1, 0.7]])
+        >>> edge_violation_counts(p, h), edge_violation_counts(p, h, threshold=None)
+        (tensor([1, 0]), tensor([2, 1]))
+    """
+    return edge_violations(preds, hierarchy, threshold, from_logits).sum(0)
+
+
+def edge_violation_rates(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,
+                         from_logits: bool = False) -> Tensor:
+    """Float ``(E,)``: the fraction of samples violating each edge (0 for an empty batch)."""
+    flags = edge_violations(preds, hierarchy, threshold, from_logits)
+    return flags.float().sum(0) / max(flags.shape[0], 1)
 
 
 def consistency_report(preds: Any, hierarchy: Hierarchy, threshold: float = 0.5,
                        from_logits: bool = False) -> pd.DataFrame:
-    """One row per edge: ``parent, child, violations, rate, violations_any, rate_any``.
+    """One row per edge, in ``hierarchy.edges`` order.
 
-    ``violations``/``rate`` count samples violating the edge at ``threshold``; ``violations_any``/``rate_any``
-    count samples with ``score(child) > score(parent)``.
+    Columns: ``parent``, ``child`` (label names), ``violations`` and ``rate`` (samples violating the edge at
+    ``threshold``: count and fraction), ``violations_any`` and ``rate_any`` (samples with
+    ``score(child) > score(parent)``).
+
+    Example:
+        >>> import torch
+        >>> from hierloss import Hierarchy
+        >>> h = Hierarchy.from_dict({"a": ["b", "c"]})
+        >>> p = torch.tensor([[0.4, 0.6, 0.1], [0.9, 0.95, 0.2], [0.6, 0.1, 0.7]])
+        >>> consistency_report(p, h).round(3)
+          parent child  violations   rate  violations_any  rate_any
+        0      a     b           1  0.333               2     0.667
+        1      a     c           0  0.000               1     0.333
     """
     import pandas as pd
 
+    if threshold is None:
+        raise ValueError("consistency_report needs a threshold in (0, 1); the any-threshold columns are always "
+                         "included")
     at_t = edge_violations(preds, hierarchy, threshold, from_logits)
     anywhere = edge_violations(preds, hierarchy, None, from_logits)
     n = max(at_t.shape[0], 1)

@@ -10,20 +10,33 @@ from torch import Tensor
 from hierloss.hierarchy import Hierarchy
 from hierloss.metrics._inputs import scores_for, targets_like
 
-__all__ = ["hierarchical_prf", "hierarchical_prf_counts"]
+__all__ = ["hierarchical_prf"]
+
+AVERAGES = ("micro", "macro", "samples")
 
 
-def hierarchical_prf_counts(preds: Any, target: Any, hierarchy: Hierarchy,
-                            threshold: float = 0.5) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-sample ``(|P̂ ∩ T̂|, |P̂|, |T̂|)`` as float ``(N,)`` tensors, where ``P̂``/``T̂`` are the predicted / true
-    label sets augmented with all their ancestors. Nodes are identified by column, so two labels with the same
-    short name under different parents stay different."""
+def check_average(average: object) -> None:
+    """Raise ``ValueError`` unless ``average`` is ``'micro'``, ``'macro'`` or ``'samples'``."""
+    if average not in AVERAGES:
+        raise ValueError(f"average must be 'micro', 'macro' or 'samples', got {average!r}")
+
+
+def augmented_sets(preds: Any, target: Any, hierarchy: Hierarchy, threshold: float) -> tuple[Tensor, Tensor]:
+    """Bool ``(N, C)`` predicted (score > ``threshold``) and true label sets, each closed under ancestors."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
     scores = scores_for(preds, hierarchy)
     truth = targets_like(target, scores)
-    predicted = hierarchy.propagate(scores > threshold)
-    actual = hierarchy.propagate(truth)
-    inter = (predicted & actual).sum(1).double()
-    return inter, predicted.sum(1).double(), actual.sum(1).double()
+    return hierarchy.propagate(scores > threshold), hierarchy.propagate(truth)
+
+
+def prf_counts(predicted: Tensor, actual: Tensor, average: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``(|P̂ ∩ T̂|, |P̂|, |T̂|)`` as float64: totals (``'micro'``), per label ``(C,)`` or per sample ``(N,)``."""
+    inter, predicted, actual = (predicted & actual).double(), predicted.double(), actual.double()
+    if average == "micro":
+        return inter.sum(), predicted.sum(), actual.sum()
+    dim = 0 if average == "macro" else 1
+    return inter.sum(dim), predicted.sum(dim), actual.sum(dim)
 
 
 def _ratio(num: Tensor, den: Tensor, zero_division: float) -> Tensor:
@@ -31,34 +44,64 @@ def _ratio(num: Tensor, den: Tensor, zero_division: float) -> Tensor:
     return torch.where(den > 0, num / safe, torch.full_like(num, zero_division))
 
 
+def prf_from_counts(inter: Tensor, n_pred: Tensor, n_true: Tensor,
+                    zero_division: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Elementwise precision, recall and F1 from counts, with scikit-learn's zero-division rule.
+
+    ``P = inter / n_pred``, ``R = inter / n_true``, ``F = 2·inter / (n_pred + n_true)`` (the harmonic mean of
+    ``P`` and ``R`` whenever both are defined). A ratio whose denominator is 0 takes ``zero_division``; so ``F``
+    does only when both sets are empty, and ``F = 0`` when exactly one is.
+    """
+    return (_ratio(inter, n_pred, zero_division), _ratio(inter, n_true, zero_division),
+            _ratio(2 * inter, n_pred + n_true, zero_division))
+
+
 def hierarchical_prf(preds: Any, target: Any, hierarchy: Hierarchy, average: str = "micro", threshold: float = 0.5,
                      zero_division: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """Hierarchical precision, recall and F1: ``(hP, hR, hF)``.
 
-    ``hP = Σ|P̂ ∩ T̂| / Σ|P̂|``, ``hR = Σ|P̂ ∩ T̂| / Σ|T̂|``, ``hF = 2·hP·hR / (hP + hR)``, where ``P̂`` and
-    ``T̂`` are the predicted (score > ``threshold``) and true label sets of a sample, each augmented with all
-    ancestors. ``average='micro'`` sums the counts over samples first; ``'macro'`` computes ``hP``, ``hR``,
-    ``hF`` per sample and averages them over samples.
+    For a sample, ``P̂`` is the set of predicted labels (score > ``threshold``) and ``T̂`` the set of true
+    labels, each augmented with all their ancestors. Nodes are identified by their column (their full label),
+    so two labels with the same short name under different parents stay different. Then
+    ``hP = |P̂ ∩ T̂| / |P̂|``, ``hR = |P̂ ∩ T̂| / |T̂|`` and ``hF = 2·|P̂ ∩ T̂| / (|P̂| + |T̂|)``
+    (the harmonic mean of ``hP`` and ``hR``), with the sums and means taken as ``average`` says:
+
+    * ``'micro'`` (Kiritchenko's definition): sum ``|P̂ ∩ T̂|``, ``|P̂|``, ``|T̂|`` over all samples, then
+      divide;
+    * ``'macro'``: per label over samples, then the unweighted mean over labels;
+    * ``'samples'``: per sample, then the mean over samples.
+
+    These equal scikit-learn's ``precision_recall_fscore_support(T̂, P̂, average=...)`` on the augmented 0/1
+    matrices, including its zero-division rule: a ratio whose denominator is 0 (an empty predicted or true set)
+    is ``zero_division``; ``hF`` is ``zero_division`` only when both sets are empty.
 
     Args:
-        preds: ``(N, C)`` scores or 0/1 predictions.
-        target: ``(N, C)`` 0/1 targets.
-        hierarchy: the label hierarchy.
-        average: ``'micro'`` or ``'macro'`` (over samples).
+        preds: ``(N, C)`` scores or 0/1 predictions; NumPy accepted.
+        target: ``(N, C)`` 0/1 targets (need not be ancestor-closed).
+        hierarchy: the label hierarchy, ``C = hierarchy.num_labels``.
+        average: ``'micro'``, ``'macro'`` or ``'samples'``.
         threshold: a label is predicted when its score is above it.
-        zero_division: the value of a ratio whose denominator is 0 (an empty predicted or true set).
+        zero_division: the value of a ratio whose denominator is 0.
 
     Returns:
         Three 0-d float64 tensors.
+
+    Raises:
+        ValueError: for an unknown ``average``, mismatched shapes or non-0/1 targets.
+
+    Example:
+        >>> from hierloss import Hierarchy
+        >>> h = Hierarchy.from_dict({"a": ["b", "c"]})
+        >>> preds = [[0.0, 0.9, 0.0]]  # predicts b, hence {a, b}
+        >>> target = [[0, 0, 1]]       # truth c, hence {a, c}
+        >>> [round(float(v), 3) for v in hierarchical_prf(preds, target, h)]
+        [0.5, 0.5, 0.5]
     """
-    if average not in ("micro", "macro"):
-        raise ValueError(f"average must be 'micro' or 'macro', got {average!r}")
-    inter, n_pred, n_true = hierarchical_prf_counts(preds, target, hierarchy, threshold)
+    check_average(average)
+    predicted, actual = augmented_sets(preds, target, hierarchy, threshold)
+    p, r, f = prf_from_counts(*prf_counts(predicted, actual, average), zero_division)
     if average == "micro":
-        inter, n_pred, n_true = inter.sum(), n_pred.sum(), n_true.sum()
-    precision = _ratio(inter, n_pred, zero_division)
-    recall = _ratio(inter, n_true, zero_division)
-    f1 = _ratio(2 * precision * recall, precision + recall, zero_division)
-    if average == "macro":
-        return precision.mean(), recall.mean(), f1.mean()
-    return precision, recall, f1
+        return p, r, f
+    if p.numel() == 0:  # no samples (or no labels) to average over
+        return p.new_tensor(zero_division), p.new_tensor(zero_division), p.new_tensor(zero_division)
+    return p.mean(), r.mean(), f.mean()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from hierloss.hierarchy import Hierarchy
@@ -38,7 +39,7 @@ def plot_edge_violations(preds: Any, hierarchy: Hierarchy, threshold: float = 0.
     if top is not None:
         report = report.head(top)
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 0.3 * len(report) + 1.5))
+        _, ax = plt.subplots(figsize=(8, min(0.3 * len(report) + 1.5, 60.0)))
     names = [f"{p} → {c}" for p, c in zip(report["parent"], report["child"])]
     pos = range(len(report))
     ax.barh([y + 0.2 for y in pos], report["rate_any"], height=0.4, label="child > parent (any threshold)")
@@ -52,7 +53,11 @@ def plot_edge_violations(preds: Any, hierarchy: Hierarchy, threshold: float = 0.
 
 def plot_hierarchy(hierarchy: Hierarchy, preds: Any = None, threshold: float | None = 0.5,
                    from_logits: bool = False, ax: Axes | None = None) -> Axes:
-    """Draw the hierarchy top-down (roots at the top); edges coloured and thickened by their violation rate.
+    """Draw the hierarchy top-down (roots at the top, one row per depth) with violated edges highlighted.
+
+    Edges violated by at least one sample are red, the others light grey; line width grows with the edge's
+    violation rate (``1 + 6·rate`` points). Meant for hierarchies of up to a few hundred labels; for larger
+    ones :func:`plot_edge_violations` is the readable view.
 
     Args:
         hierarchy: the label hierarchy.
@@ -72,8 +77,10 @@ def plot_hierarchy(hierarchy: Hierarchy, preds: Any = None, threshold: float | N
         graph.nodes[node]["layer"] = depth[node]
     pos = nx.multipartite_layout(graph, subset_key="layer", align="horizontal")
     pos = {k: (x, -y) for k, (x, y) in pos.items()}
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(6, 0.6 * hierarchy.num_labels), 5))
+    if ax is None:  # width follows the widest layer, capped so that large hierarchies stay drawable
+        widest = max(Counter(hierarchy.depths).values(), default=1)
+        layers = max(hierarchy.depths, default=0) + 1
+        _, ax = plt.subplots(figsize=(min(max(6.0, 0.6 * widest), 40.0), min(max(4.0, 1.2 * layers), 20.0)))
     rates = [0.0] * hierarchy.num_edges
     if preds is not None:
         rates = edge_violations(preds, hierarchy, threshold, from_logits).float().mean(0).tolist()

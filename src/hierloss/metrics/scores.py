@@ -1,4 +1,9 @@
-"""AUROC and average precision, per label and averaged, computed in torch (equal to scikit-learn's)."""
+"""AUROC and average precision, per label and averaged, computed in torch (equal to scikit-learn's).
+
+**Single-class rule.** A ranking problem (one label's column, or the pooled problem of ``'micro'`` average
+precision) whose target holds a single class, only negatives or only positives, has no defined score: its value
+is NaN, and the averages over labels leave it out. If nothing is left, the average is NaN. Nothing raises.
+"""
 
 from __future__ import annotations
 
@@ -12,77 +17,90 @@ from hierloss.metrics._inputs import scores_for, targets_like
 __all__ = ["auroc", "average_precision"]
 
 
-def _tie_groups(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Positives and negatives per group of equal scores, groups in decreasing score order."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    s, y = scores[order], labels[order].double()
-    last = torch.ones_like(s, dtype=torch.bool)
-    if s.numel() > 1:
-        last[:-1] = s[1:] != s[:-1]
-    tp_cum = torch.cumsum(y, 0)[last]
-    fp_cum = torch.cumsum(1 - y, 0)[last]
-    tp = torch.diff(tp_cum, prepend=tp_cum.new_zeros(1))
-    fp = torch.diff(fp_cum, prepend=fp_cum.new_zeros(1))
-    return tp, fp
+def _ranked(scores: Tensor, truth: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Rows of ``(B, M)`` problems sorted ascending: 0/1 targets, and each entry's tie group ``[low, high)``."""
+    s, order = torch.sort(scores.contiguous(), dim=1, stable=True)
+    y = truth.double().gather(1, order)
+    low = torch.searchsorted(s, s, side="left")
+    high = torch.searchsorted(s, s, side="right")
+    return s, y, low, high
 
 
-def _binary_auroc(scores: Tensor, labels: Tensor) -> Tensor:
-    """Area under the ROC curve of one label; NaN when only one class is present."""
-    tp, fp = _tie_groups(scores, labels)
-    n_pos, n_neg = tp.sum(), fp.sum()
-    if n_pos == 0 or n_neg == 0:
-        return scores.new_tensor(float("nan"), dtype=torch.float64)
-    tp_before = torch.cumsum(tp, 0) - tp
-    return (fp * (tp_before + 0.5 * tp)).sum() / (n_pos * n_neg)
+def binary_auroc(scores: Tensor, truth: Tensor) -> Tensor:
+    """AUROC of each row of ``(B, M)`` scores/targets, as float64 ``(B,)``; NaN for a single-class row.
+
+    The Mann–Whitney statistic with mid-ranks for ties: ``(Σ_pos rank − P(P+1)/2) / (P·Q)`` for ``P`` positives
+    and ``Q`` negatives, which counts a tied positive/negative pair one half, as scikit-learn's trapezoids do.
+    """
+    _, y, low, high = _ranked(scores, truth)
+    mid_rank = (low + high + 1).double() / 2
+    n_pos = y.sum(1)
+    n_neg = y.shape[1] - n_pos
+    u = (y * mid_rank).sum(1) - n_pos * (n_pos + 1) / 2
+    defined = (n_pos > 0) & (n_neg > 0)
+    return torch.where(defined, u / torch.where(defined, n_pos * n_neg, torch.ones_like(u)),
+                       torch.full_like(u, float("nan")))
 
 
-def _binary_ap(scores: Tensor, labels: Tensor) -> Tensor:
-    """Average precision ``Σ (R_k − R_{k−1}) · P_k`` over distinct thresholds; NaN without positives."""
-    tp, fp = _tie_groups(scores, labels)
-    n_pos = tp.sum()
-    if n_pos == 0:
-        return scores.new_tensor(float("nan"), dtype=torch.float64)
-    tp_cum, fp_cum = torch.cumsum(tp, 0), torch.cumsum(fp, 0)
-    precision = tp_cum / (tp_cum + fp_cum)
-    return (tp / n_pos * precision).sum()
+def binary_average_precision(scores: Tensor, truth: Tensor) -> Tensor:
+    """Average precision of each row of ``(B, M)`` scores/targets, float64 ``(B,)``; NaN for a single-class row.
 
-
-def _per_label(fn: Any, scores: Tensor, truth: Tensor) -> Tensor:
-    return torch.stack([fn(scores[:, c], truth[:, c]) for c in range(scores.shape[1])]) if scores.shape[1] else \
-        scores.new_zeros(0, dtype=torch.float64)
+    scikit-learn's step-wise ``Σ_k (R_k − R_{k−1})·P_k`` over distinct thresholds, written per positive: each
+    positive adds ``1/P`` times the precision at its own score's threshold, ``#pos(≥ s) / #all(≥ s)``.
+    """
+    _, y, low, _ = _ranked(scores, truth)
+    m = y.shape[1]
+    n_pos = y.sum(1)
+    pos_before = torch.cumsum(y, 1) - y  # positives strictly before each sorted position
+    pos_at_or_above = n_pos.unsqueeze(1) - pos_before.gather(1, low)
+    all_at_or_above = (m - low).double()
+    precision = pos_at_or_above / all_at_or_above
+    defined = (n_pos > 0) & (n_pos < m)
+    ap = (y * precision).sum(1) / torch.where(defined, n_pos, torch.ones_like(n_pos))
+    return torch.where(defined, ap, torch.full_like(ap, float("nan")))
 
 
 def _nan_average(values: Tensor, weights: Tensor | None = None) -> Tensor:
     keep = ~torch.isnan(values)
-    if not bool(keep.any()):
-        return values.new_tensor(float("nan"))
-    if weights is None:
-        return values[keep].mean()
-    w = weights[keep].double()
-    return (values[keep] * w).sum() / w.sum()
+    w = keep.double() if weights is None else weights.double() * keep
+    total = w.sum()
+    mean = torch.where(keep, values, torch.zeros_like(values)).mul(w).sum() / torch.where(total > 0, total, 1.0)
+    return torch.where(total > 0, mean, torch.full_like(mean, float("nan")))
 
 
 def auroc(preds: Any, target: Any, average: str | None = "weighted") -> Tensor:
     """Area under the ROC curve per label, or averaged over labels (the paper reports ``'weighted'``).
 
-    **Single-class rule**: a label whose target holds only positives or only negatives has no ROC curve; its
-    per-label value is NaN and it is left out of every average (never a crash). ``'weighted'`` weights the
-    remaining labels by their number of positives (scikit-learn's support weighting), ``'macro'`` equally.
-    Ties are handled as scikit-learn does (a tied positive/negative pair counts one half).
+    Equal to ``sklearn.metrics.roc_auc_score`` on every label with both classes (ties count one half).
+    ``'weighted'`` weights each label by its number of positives (scikit-learn's support weighting),
+    ``'macro'`` weights labels equally. Single-class labels are NaN per label and left out of both averages
+    (scikit-learn raises instead); see the module's single-class rule.
 
     Args:
-        preds: ``(N, C)`` scores; NumPy accepted.
+        preds: ``(N, C)`` scores (probabilities or logits: AUROC only sees the ranking); NumPy accepted.
         target: ``(N, C)`` 0/1 targets.
         average: ``'weighted'``, ``'macro'``, or ``None`` for the ``(C,)`` per-label values.
 
     Returns:
         A float64 tensor: 0-d, or ``(C,)`` with ``average=None``; NaN if no label has both classes.
+
+    Raises:
+        ValueError: for an unknown ``average``, mismatched shapes or non-0/1 targets.
+
+    Example:
+        >>> import torch
+        >>> preds = torch.tensor([[0.9, 0.2], [0.4, 0.8], [0.3, 0.1]])
+        >>> target = torch.tensor([[1, 0], [0, 1], [1, 1]])
+        >>> auroc(preds, target, average=None)
+        tensor([0.5000, 0.5000], dtype=torch.float64)
+        >>> auroc(preds, torch.tensor([[1, 0], [0, 1], [1, 0]]))  # (2 · 0.5 + 1 · 1.0) / 3 positives
+        tensor(0.6667, dtype=torch.float64)
     """
     if average not in ("weighted", "macro", None):
         raise ValueError(f"average must be 'weighted', 'macro' or None, got {average!r}")
     scores = scores_for(preds, None)
     truth = targets_like(target, scores)
-    per_label = _per_label(_binary_auroc, scores, truth)
+    per_label = binary_auroc(scores.T, truth.T)
     if average is None:
         return per_label
     return _nan_average(per_label, truth.sum(0) if average == "weighted" else None)
@@ -91,20 +109,37 @@ def auroc(preds: Any, target: Any, average: str | None = "weighted") -> Tensor:
 def average_precision(preds: Any, target: Any, average: str | None = "micro") -> Tensor:
     """Average precision (area under the precision-recall curve, scikit-learn's step-wise definition).
 
-    ``'micro'`` pools every (sample, label) pair into one ranking: C-HMCNN's AU(PRC). ``'macro'`` averages the
-    per-label values. **Single-class rule**: a label without positives has no precision-recall curve; its
-    per-label value is NaN and it is left out of the macro average (micro uses every entry).
+    ``'micro'`` pools every (sample, label) pair into one ranking: C-HMCNN's AU(PRC). ``'macro'`` is the
+    unweighted mean of the per-label values. Equal to ``sklearn.metrics.average_precision_score`` wherever the
+    target holds both classes. Single-class labels are NaN per label and left out of ``'macro'`` (scikit-learn
+    scores a label without positives 0 with a warning, and one without negatives 1); the pooled ``'micro'``
+    problem is NaN only if the whole target is single-class.
 
     Args:
         preds: ``(N, C)`` scores; NumPy accepted.
         target: ``(N, C)`` 0/1 targets.
         average: ``'micro'``, ``'macro'``, or ``None`` for the ``(C,)`` per-label values.
+
+    Returns:
+        A float64 tensor: 0-d, or ``(C,)`` with ``average=None``.
+
+    Raises:
+        ValueError: for an unknown ``average``, mismatched shapes or non-0/1 targets.
+
+    Example:
+        >>> import torch
+        >>> preds = torch.tensor([[0.9, 0.2], [0.4, 0.8], [0.3, 0.1]])
+        >>> target = torch.tensor([[1, 0], [0, 1], [1, 1]])
+        >>> average_precision(preds, target, average=None)
+        tensor([0.8333, 0.8333], dtype=torch.float64)
+        >>> average_precision(preds, target)
+        tensor(0.8542, dtype=torch.float64)
     """
     if average not in ("micro", "macro", None):
         raise ValueError(f"average must be 'micro', 'macro' or None, got {average!r}")
     scores = scores_for(preds, None)
     truth = targets_like(target, scores)
     if average == "micro":
-        return _binary_ap(scores.reshape(-1), truth.reshape(-1))
-    per_label = _per_label(_binary_ap, scores, truth)
+        return binary_average_precision(scores.reshape(1, -1), truth.reshape(1, -1))[0]
+    per_label = binary_average_precision(scores.T, truth.T)
     return per_label if average is None else _nan_average(per_label)

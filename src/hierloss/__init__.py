@@ -5,7 +5,17 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from hierloss.hierarchy import Hierarchy
-from hierloss.losses import HBCELoss, HierarchyPenalty
+from hierloss.losses import (
+    AsymmetricLoss,
+    FocalLoss,
+    HBCELoss,
+    HierarchyPenalty,
+    LabelGraphRefinement,
+    MaxConstraint,
+    MCLoss,
+    MultiLabelSoftmaxLoss,
+    ZLPRLoss,
+)
 
 try:
     __version__ = version("hierloss")
@@ -13,8 +23,15 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "AsymmetricLoss",
+    "FocalLoss",
     "HBCELoss",
     "Hierarchy",
     "HierarchyPenalty",
+    "LabelGraphRefinement",
+    "MCLoss",
+    "MaxConstraint",
+    "MultiLabelSoftmaxLoss",
+    "ZLPRLoss",
     "__version__",
 ]

@@ -349,30 +349,80 @@ def test_pickle_state_dict_and_dtypes(dag: Hierarchy) -> None:
     torch.testing.assert_close(crit.double()(x.double(), y.double()), crit(x, y).double(), rtol=1e-5, atol=1e-6)
 
 
-def test_autocast_bf16_computes_in_float32(dag: Hierarchy) -> None:
-    """Under CPU bf16 autocast the loss is float32 and equals the float32 loss on the same bf16 logits."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_computes_in_float32(dag: Hierarchy, dtype: torch.dtype) -> None:
+    """Under CPU bf16/fp16 autocast the loss is float32 and equals the float32 loss on the same low-precision logits."""
     lin = torch.nn.Linear(4, 6)
     feats, y = torch.randn(8, 4), (torch.rand(8, 6) < 0.5).float()
     crit = HBCELoss(dag)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         logits = lin(feats)
         loss = crit(logits, y)
-    assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    assert logits.dtype == dtype and loss.dtype == torch.float32
     torch.testing.assert_close(loss, crit(logits.float(), y))
     loss.backward()
     assert lin.weight.grad is not None and torch.isfinite(lin.weight.grad).all()
 
 
-def test_compile_fullgraph(dag: Hierarchy) -> None:
-    """torch.compile(fullgraph=True) traces forward and backward without graph breaks (aot_eager backend)."""
-    crit = HBCELoss(dag, penalties=[1, 2, 3, 4, 5])
-    x, y = torch.randn(8, 6, requires_grad=True), (torch.rand(8, 6) < 0.5).float()
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_compile_fullgraph(dag: Hierarchy, mode: str, from_logits: bool) -> None:
+    """torch.compile(fullgraph=True) traces forward and backward without graph breaks (aot_eager backend), with
+    masking and pos_weight on."""
+    crit = HBCELoss(dag, penalties=[1, 2, 3, 4, 5], mode=mode, from_logits=from_logits, ignore_index=-1,
+                    pos_weight=torch.full((6,), 2.0))
+    x = torch.randn(8, 6) if from_logits else torch.rand(8, 6)
+    x.requires_grad_()
+    y = (torch.rand(8, 6) < 0.5).float()
+    y[0, 0], y[1, 1] = float("nan"), -1.0
     compiled = torch.compile(crit, fullgraph=True, backend="aot_eager")
     loss = compiled(x, y)
     (g,) = torch.autograd.grad(loss, x)
     (g_eager,) = torch.autograd.grad(crit(x, y), x)
     torch.testing.assert_close(loss, crit(x, y))
     torch.testing.assert_close(g, g_eager)
+
+
+# ---------------------------------------------------------------- masking
+def test_ignore_index_and_nan_are_masked_out_of_the_bce(dag: Hierarchy) -> None:
+    """NaN and ignore_index targets leave the BCE mean of their sample (PyTorch's BCE over the valid entries only)
+    and get no BCE gradient; a sample with no valid target contributes its penalty alone."""
+    torch.manual_seed(6)
+    x = torch.randn(5, 6, requires_grad=True)
+    y = (torch.rand(5, 6) < 0.5).float()
+    y[0, 1], y[1, 2], y[1, 4], y[2] = float("nan"), -1.0, float("nan"), float("nan")
+    valid = ~(torch.isnan(y) | (y == -1))
+    per = HBCELoss(dag, scale=0.0, ignore_index=-1, reduction="none")(x, y)
+    elementwise = F.binary_cross_entropy_with_logits(x, torch.where(valid, y, 0.0), reduction="none")
+    for n in range(5):
+        want = elementwise[n][valid[n]].mean() if valid[n].any() else torch.tensor(0.0)
+        torch.testing.assert_close(per[n], want)
+    (grad,) = torch.autograd.grad(per.sum(), x)
+    assert (grad[~valid] == 0).all() and (grad[valid] != 0).all()
+    pen = HierarchyPenalty(dag, reduction="none")(x)
+    torch.testing.assert_close(HBCELoss(dag, ignore_index=-1, reduction="none")(x, y)[2], pen[2])
+
+
+def test_penalty_term_ignores_targets(dag: Hierarchy) -> None:
+    """Changing the targets changes the loss by the BCE difference only: the penalty depends on predictions."""
+    torch.manual_seed(7)
+    x = torch.randn(6, 6)
+    y0, y1 = (torch.rand(6, 6) < 0.5).float(), (torch.rand(6, 6) < 0.5).float()
+    crit = HBCELoss(dag, scale=3.0, reduction="none")
+    torch.testing.assert_close(crit(x, y1) - crit(x, y0),
+                               F.binary_cross_entropy_with_logits(x, y1, reduction="none").mean(1)
+                               - F.binary_cross_entropy_with_logits(x, y0, reduction="none").mean(1))
+
+
+def test_integer_targets_and_ignore_index(dag: Hierarchy) -> None:
+    """Integer targets (no NaN possible) work, and -1 entries are ignored when ignore_index=-1."""
+    x = torch.randn(4, 6)
+    y = torch.randint(0, 2, (4, 6))
+    y[0, 0] = -1
+    got = HBCELoss(dag, scale=0.0, ignore_index=-1)(x, y)
+    yf = y.float()
+    yf[0, 0] = float("nan")
+    torch.testing.assert_close(got, HBCELoss(dag, scale=0.0)(x, yf))
 
 
 # ---------------------------------------------------------------- training

@@ -80,6 +80,45 @@ def test_buffers_move_and_compile(dag: Hierarchy) -> None:
     torch.testing.assert_close(compiled(x), pen(x))
 
 
+def test_pickle_and_state_dict_round_trip(dag: Hierarchy) -> None:
+    """A pickled module and one loaded from a state_dict give the same penalty."""
+    import io
+    import pickle
+
+    pen = HierarchyPenalty(dag, penalties=[1.0, 2.0, 3.0, 4.0], scale=0.5, mode="squared_hinge")
+    x = torch.randn(5, dag.num_labels)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(pen))(x), pen(x))
+    buf = io.BytesIO()
+    torch.save(pen.state_dict(), buf)
+    buf.seek(0)
+    fresh = HierarchyPenalty(dag, scale=0.5, mode="squared_hinge")
+    fresh.load_state_dict(torch.load(buf))
+    torch.testing.assert_close(fresh(x), pen(x))
+
+
+def test_no_edges_is_zero() -> None:
+    """A hierarchy without edges gives a zero penalty (and a zero gradient) for every reduction."""
+    flat = Hierarchy(["a", "b"])
+    x = torch.randn(3, 2, requires_grad=True)
+    for reduction in ("mean", "sum"):
+        out = HierarchyPenalty(flat, reduction=reduction)(x)
+        (grad,) = torch.autograd.grad(out, x)
+        assert out.item() == 0.0 and (grad == 0).all()
+    assert HierarchyPenalty(flat, reduction="none")(x).tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_computes_in_float32(dag: Hierarchy, dtype: torch.dtype) -> None:
+    """Under CPU autocast the penalty is float32 and equals the float32 penalty of the same logits."""
+    lin = torch.nn.Linear(3, dag.num_labels)
+    pen = HierarchyPenalty(dag)
+    with torch.autocast("cpu", dtype=dtype):
+        logits = lin(torch.randn(6, 3))
+        out = pen(logits)
+    assert logits.dtype == dtype and out.dtype == torch.float32
+    torch.testing.assert_close(out, pen(logits.float()))
+
+
 def test_errors(dag: Hierarchy) -> None:
     """Shape and argument errors name the offending value."""
     with pytest.raises(ValueError, match=r"Expected `input` of shape \(N, 4\), got \(3, 5\)"):

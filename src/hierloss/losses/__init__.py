@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+from hierloss.losses.asymmetric import AsymmetricLoss, asymmetric_loss
+from hierloss.losses.focal import FocalLoss, focal_loss
 from hierloss.losses.hbce import HBCELoss, hbce_loss
 from hierloss.losses.hierarchy_penalty import HierarchyPenalty, hierarchy_penalty
+from hierloss.losses.label_graph import LabelGraphRefinement, label_graph_refinement
+from hierloss.losses.max_constraint import MaxConstraint, MCLoss, mc_loss
+from hierloss.losses.multilabel_softmax import MultiLabelSoftmaxLoss, multilabel_softmax_loss
+from hierloss.losses.zlpr import ZLPRLoss, zlpr_loss
 
-__all__ = ["HBCELoss", "HierarchyPenalty", "hbce_loss", "hierarchy_penalty"]
+__all__ = [
+    "AsymmetricLoss",
+    "FocalLoss",
+    "HBCELoss",
+    "HierarchyPenalty",
+    "LabelGraphRefinement",
+    "MCLoss",
+    "MaxConstraint",
+    "MultiLabelSoftmaxLoss",
+    "ZLPRLoss",
+    "asymmetric_loss",
+    "focal_loss",
+    "hbce_loss",
+    "hierarchy_penalty",
+    "label_graph_refinement",
+    "mc_loss",
+    "multilabel_softmax_loss",
+    "zlpr_loss",
+]

@@ -88,7 +88,7 @@ def hierarchy_penalty(
         weight = edge_weight.to(x.dtype) * scale
         if edge_red == "mean":
             weight = weight / max(edge_index.shape[1], 1)
-        per_sample = terms @ weight if edge_index.shape[1] else x.new_zeros(x.shape[0])
+        per_sample = terms @ weight  # (N, 0) @ (0,) is zeros that still depend on ``input``: backward works
     return reduce_samples(per_sample, reduction)
 
 

@@ -1,0 +1,189 @@
+"""C-HMCNN's max-constraint module (MCM) and its training loss, MCLoss (Giunchiglia & Lukasiewicz, NeurIPS 2020).
+
+``MCM(h)`` replaces every label's probability by the max over itself and all its descendants, so the output is
+coherent by construction (a parent is never below a child). C-HMCNN trains the unconstrained head with::
+
+    MCLoss = BCE( (1 − y) · MCM(h) + y · MCM(y · h),  y ),   h = σ(logits),   averaged over N·C
+
+and predicts with ``MCM(h)`` at inference. Because ``σ`` is increasing, ``MCM(σ(z)) = σ(MCM(z))``, and
+``y · h`` equals ``σ`` of the logits masked with ``−∞`` where ``y = 0``; the loss is therefore computed as a stable
+BCE-with-logits on the *constrained logits* ``where(y, MCM(where(y, z, −∞)), MCM(z))``. That is the same loss
+(no probability clamping needed), never masks raw logits with 0 (which would push every constrained logit to
+``≥ 0``), and never builds the dense ``(N, C, C)`` tensor of the authors' code: the max over descendants is the
+level-wise kernel of :mod:`hierloss.propagation`, ``O(N·(C + E))`` memory.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hierloss._masking import target_mask
+from hierloss._reduction import check_reduction
+from hierloss.hierarchy import Hierarchy
+from hierloss.losses._elementwise import check_pair, reduce_elements
+from hierloss.propagation import PropagationPlan, propagate_levels
+
+__all__ = ["MCLoss", "MaxConstraint", "mc_loss"]
+
+
+def _plan_of(hierarchy: Hierarchy | PropagationPlan, device: torch.device) -> PropagationPlan:
+    if isinstance(hierarchy, Hierarchy):
+        return hierarchy.upward_plan(device)
+    if isinstance(hierarchy, PropagationPlan):
+        if hierarchy.reduce != "amax":
+            raise ValueError(f"Expected an upward ('amax') PropagationPlan, got reduce={hierarchy.reduce!r}")
+        return hierarchy
+    raise TypeError(f"Expected a Hierarchy or a PropagationPlan, got {type(hierarchy).__name__}")
+
+
+def mc_loss(
+    input: Tensor,
+    target: Tensor,
+    hierarchy: Hierarchy | PropagationPlan,
+    reduction: str = "mean",
+    ignore_index: float | None = None,
+) -> Tensor:
+    """C-HMCNN's max-constraint loss: BCE on ``(1 − y)·MCM(h) + y·MCM(y·h)`` with ``h = σ(input)``.
+
+    Computed in logit space (see the module docstring): equal to the authors' probability-space loss, but finite
+    and exact for any finite logits, and without the ``(N, C, C)`` tensor.
+
+    Args:
+        input: ``(N, C)`` logits of the unconstrained head, ``C = hierarchy.num_labels``.
+        target: ``(N, C)`` 0/1 targets (hierarchy-consistent, as C-HMCNN assumes: every ancestor of a positive is
+            positive). NaN and ``ignore_index`` entries are left out of the BCE; inside ``MCM(y·h)`` they count as
+            negatives.
+        hierarchy: the :class:`~hierloss.hierarchy.Hierarchy`, or its upward
+            :class:`~hierloss.propagation.PropagationPlan` (what :class:`MCLoss` passes).
+        reduction: ``'mean'`` over the ``N·C`` (valid) elements, as the authors' ``nn.BCELoss``; ``'sum'``; or
+            ``'none'`` for the ``(N, C)`` element-wise losses (0 at masked entries).
+        ignore_index: a target value (e.g. ``-1``) to leave out.
+
+    Shape:
+        input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
+
+    Example:
+        >>> import torch
+        >>> from hierloss import Hierarchy
+        >>> h = Hierarchy.from_edges([("a", "b")])
+        >>> logits = torch.tensor([[-2.0, 1.0]])  # child above parent
+        >>> round(mc_loss(logits, torch.tensor([[0.0, 0.0]]), h).item(), 4)  # parent's constrained logit is 1
+        1.3133
+    """
+    check_reduction(reduction)
+    check_pair(input, target)
+    plan = _plan_of(hierarchy, input.device)
+    with torch.autocast(device_type=input.device.type, enabled=False):
+        z = input if input.dtype == torch.float64 else input.float()
+        clean, valid = target_mask(target, ignore_index)
+        y = clean.to(z.dtype)
+        positive = y > 0.5
+        constrained = propagate_levels(z, plan.source, plan.target, plan.sizes, "amax")
+        on_path = propagate_levels(torch.where(positive, z, float("-inf")), plan.source, plan.target, plan.sizes,
+                                   "amax")
+        # on_path is finite wherever positive (it is at least z there); -inf entries are never selected
+        logits = torch.where(positive, on_path, constrained)
+        loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        if valid is not None:
+            loss = torch.where(valid, loss, 0.0)
+        return reduce_elements(loss, valid, reduction)
+
+
+class _UpwardPlanBuffers(nn.Module):
+    """Holds a hierarchy's upward propagation plan as buffers, so that it follows the module across devices."""
+
+    plan_source: Tensor
+    plan_target: Tensor
+
+    def __init__(self, hierarchy: Hierarchy) -> None:
+        super().__init__()
+        if not isinstance(hierarchy, Hierarchy):
+            raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
+        plan = PropagationPlan.upward(hierarchy)
+        self.hierarchy = hierarchy
+        self.register_buffer("plan_source", plan.source)
+        self.register_buffer("plan_target", plan.target)
+        self.plan_sizes = plan.sizes
+
+    def _plan(self) -> PropagationPlan:
+        return PropagationPlan(self.plan_source, self.plan_target, self.plan_sizes, "amax")
+
+    def _check_width(self, input: Tensor, name: str = "input") -> None:
+        if input.ndim == 0 or input.shape[-1] != self.hierarchy.num_labels:
+            raise ValueError(f"Expected `{name}` of shape (..., {self.hierarchy.num_labels}), got {tuple(input.shape)}")
+
+    def extra_repr(self) -> str:
+        return f"num_labels={self.hierarchy.num_labels}, num_edges={self.hierarchy.num_edges}"
+
+
+class MaxConstraint(_UpwardPlanBuffers):
+    """C-HMCNN's max-constraint module: each label's score becomes the max over itself and its descendants.
+
+    Use it at inference on the sigmoid outputs of a head trained with :class:`MCLoss`:
+    ``probs = MaxConstraint(hierarchy)(torch.sigmoid(logits))``. The output is coherent (``out[a] ≥ out[d]`` for
+    every ancestor ``a`` of ``d``). It works on any monotone score (probabilities, logits, 0/1 labels) and is
+    differentiable (the gradient goes to the arg-max, split among ties). Functional twin:
+    :func:`hierloss.functional.max_over_descendants`.
+
+    Args:
+        hierarchy: the label hierarchy; ``C = hierarchy.num_labels``.
+
+    Shape:
+        input ``(..., C)``; output the same shape, dtype and device.
+
+    Example:
+        >>> import torch
+        >>> from hierloss import Hierarchy
+        >>> h = Hierarchy.from_dict({"a": ["b"], "b": ["c"]})
+        >>> MaxConstraint(h)(torch.tensor([[0.1, 0.2, 0.9]]))
+        tensor([[0.9000, 0.9000, 0.9000]])
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Max over self and descendants of ``input`` (``(..., C)`` scores)."""
+        self._check_width(input)
+        plan = self._plan()
+        return propagate_levels(input, plan.source, plan.target, plan.sizes, "amax")
+
+
+class MCLoss(_UpwardPlanBuffers):
+    """C-HMCNN's training loss (Giunchiglia & Lukasiewicz, NeurIPS 2020); ``loss(logits, target)``.
+
+    ``BCE((1 − y)·MCM(h) + y·MCM(y·h), y)`` with ``h = σ(logits)``, averaged over ``N·C``; see :func:`mc_loss`.
+    Predict with ``MaxConstraint(hierarchy)(torch.sigmoid(logits))``. The propagation plan is stored as buffers
+    (``.to()``, ``state_dict()`` work) and ``forward`` never synchronises with the host.
+
+    Args:
+        hierarchy: the label hierarchy; ``C = hierarchy.num_labels``.
+        reduction: ``'mean'`` (over ``N·C`` valid elements) | ``'sum'`` | ``'none'`` (``(N, C)``).
+        ignore_index: a target value to leave out (NaN targets always are).
+
+    Shape:
+        input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
+
+    Example:
+        >>> import torch
+        >>> from hierloss import Hierarchy, MaxConstraint
+        >>> h = Hierarchy.from_dict({"Abnormal": ["Cardiac"], "Cardiac": ["Cardiomegaly"]})
+        >>> criterion, constrain = MCLoss(h), MaxConstraint(h)
+        >>> logits = torch.randn(8, 3, requires_grad=True)
+        >>> criterion(logits, torch.tensor([[1.0, 1.0, 0.0]]).expand(8, 3)).backward()
+        >>> probs = constrain(torch.sigmoid(logits))  # coherent predictions
+        >>> bool((probs[:, 0] >= probs[:, 1]).all() and (probs[:, 1] >= probs[:, 2]).all())
+        True
+    """
+
+    def __init__(self, hierarchy: Hierarchy, reduction: str = "mean", ignore_index: float | None = None) -> None:
+        super().__init__(hierarchy)
+        self.reduction = check_reduction(reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """Loss of ``input`` (``(N, C)`` logits) against ``target`` (``(N, C)``)."""
+        self._check_width(input)
+        return mc_loss(input, target, self._plan(), self.reduction, self.ignore_index)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, reduction={self.reduction!r}"

@@ -1,0 +1,102 @@
+"""Multi-label softmax loss (MSML; Ge et al., "Chest X-rays Classification: A Multi-Label and Fine-Grained
+Problem", arXiv:1807.07247, 2018).
+
+Each positive label competes in a softmax against all the negative labels of its sample. Per sample, with
+positives ``P`` and negatives ``Q``, the formula implemented here is::
+
+    ℓ = −(1/|P|) Σ_{i∈P} log( e^{x_i} / (e^{x_i} + Σ_{j∈Q} e^{x_j}) )
+      =  (1/|P|) Σ_{i∈P} softplus( logsumexp_{j∈Q} x_j − x_i )
+
+The second line is what is computed (stable for any finite logits). A sample with no positive contributes 0; with
+no negative, every softmax is 1 and the loss is 0. Like ZLPR, MSML only ranks positives above negatives: it is
+invariant to adding a constant to all the logits of a sample, so its outputs are scores, not probabilities;
+threshold them per label on validation data (e.g. at the F1-optimal point) rather than at 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hierloss._masking import target_mask
+from hierloss._reduction import check_reduction, reduce_samples
+from hierloss.losses._elementwise import check_pair
+
+__all__ = ["MultiLabelSoftmaxLoss", "multilabel_softmax_loss"]
+
+
+def multilabel_softmax_loss(
+    input: Tensor,
+    target: Tensor,
+    reduction: str = "mean",
+    ignore_index: float | None = None,
+) -> Tensor:
+    """Multi-label softmax loss: each positive in a softmax against the negatives, averaged over positives.
+
+    Args:
+        input: ``(N, C)`` logits.
+        target: ``(N, C)`` 0/1 targets (positive when ``> 0.5``); NaN and ``ignore_index`` entries belong to
+            neither set.
+        reduction: ``'mean'`` or ``'sum'`` over samples (samples without positives count, with loss 0), or
+            ``'none'`` for the ``(N,)`` per-sample losses.
+        ignore_index: a target value (e.g. ``-1``) to leave out.
+
+    Shape:
+        input, target ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[2.0, 0.0, 1.0]])
+        >>> round(multilabel_softmax_loss(logits, torch.tensor([[1.0, 0.0, 0.0]])).item(), 4)  # −log(e²/(e²+1+e))
+        0.4076
+    """
+    check_reduction(reduction)
+    check_pair(input, target)
+    with torch.autocast(device_type=input.device.type, enabled=False):
+        x = input if input.dtype == torch.float64 else input.float()
+        clean, valid = target_mask(target, ignore_index)
+        positive = clean > 0.5
+        negative = ~positive
+        if valid is not None:
+            positive, negative = positive & valid, negative & valid
+        masked = torch.where(negative, x, float("-inf"))
+        has_negative = negative.any(-1, keepdim=True)
+        shift = torch.where(has_negative, masked.amax(-1, keepdim=True), 0.0).detach()
+        total = torch.exp(masked - shift).sum(-1, keepdim=True)
+        lse_negative = shift + torch.log(torch.where(has_negative, total, 1.0))  # finite; unused without negatives
+        terms = torch.where(positive & has_negative, F.softplus(lse_negative - x), 0.0)
+        per_sample = terms.sum(-1) / positive.sum(-1).clamp_min(1)
+    return reduce_samples(per_sample, reduction)
+
+
+class MultiLabelSoftmaxLoss(nn.Module):
+    """Multi-label softmax loss (MSML; Ge et al., 2018); ``loss(logits, target)``.
+
+    See :func:`multilabel_softmax_loss` for the exact formula and every argument.
+
+    Args:
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'`` over samples.
+        ignore_index: a target value to leave out (NaN targets always are).
+
+    Shape:
+        input, target ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
+
+    Example:
+        >>> import torch
+        >>> from hierloss import MultiLabelSoftmaxLoss
+        >>> logits = torch.randn(8, 5, requires_grad=True)
+        >>> MultiLabelSoftmaxLoss()(logits, torch.randint(0, 2, (8, 5))).backward()
+    """
+
+    def __init__(self, reduction: str = "mean", ignore_index: float | None = None) -> None:
+        super().__init__()
+        self.reduction = check_reduction(reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """Loss of ``input`` (``(N, C)`` logits) against ``target`` (``(N, C)``)."""
+        return multilabel_softmax_loss(input, target, self.reduction, self.ignore_index)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"

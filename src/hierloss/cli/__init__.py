@@ -14,7 +14,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Sub-command modules, imported lazily by name so that `hierloss --help` stays fast.
-_COMMANDS: tuple[str, ...] = ("penalties",)
+_COMMANDS: tuple[str, ...] = ("demo", "penalties")
 
 
 def build_parser() -> argparse.ArgumentParser:

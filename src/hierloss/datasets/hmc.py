@@ -211,18 +211,22 @@ def _find_split(directory: Path, prefix: str, words: tuple[str, ...]) -> Path | 
     return None
 
 
-def load_hmc(directory_or_prefix: str | Path, standardize: bool = True) -> HMCSplits:
+def load_hmc(directory_or_prefix: str | Path, standardize: bool = True, merge_valid: bool = False) -> HMCSplits:
     """Load the train / valid / test files of one HMC dataset, preprocessed as C-HMCNN does.
 
     Missing feature values are replaced by the **training** split's column mean (0 for a column with no observed
     training value) and, with ``standardize=True``, every split is standardised with the training split's mean
     and standard deviation (a column with zero deviation is only centred). Nothing is fitted on valid or test.
 
+    With ``merge_valid=True`` the valid rows are appended to the training split *before* the preprocessing is
+    fitted and ``valid`` is ``None``: C-HMCNN's protocol, whose final models train on train + valid.
+
     Args:
         directory_or_prefix: a dataset folder (e.g. ``../shared/data/hmc/eisen_FUN``) or a path prefix such as
             ``.../eisen_FUN/eisen_FUN``. Recognised names: ``*.train.arff``, ``*.valid.arff``, ``*.test.arff`` and
             ``*_train.arff``, ``*_trainvalid.arff``, ``*_test.arff`` (any case).
         standardize: standardise features after imputation.
+        merge_valid: train on train + valid (see above); a dataset without a valid split is unaffected.
 
     Raises:
         ValueError: if the train or test file is missing, or the splits disagree on features or hierarchy.
@@ -236,14 +240,19 @@ def load_hmc(directory_or_prefix: str | Path, standardize: bool = True) -> HMCSp
         raise ValueError(f"{target}: expected a train and a test .arff file, found "
                          f"{sorted(p.name for p in directory.glob('*.arff'))}")
     train = load_hmc_arff(train_path)
-    others = {"valid": load_hmc_arff(valid_path) if valid_path else None, "test": load_hmc_arff(test_path)}
-    for split, data in others.items():
+    valid = load_hmc_arff(valid_path) if valid_path else None
+    test = load_hmc_arff(test_path)
+    for split, data in (("valid", valid), ("test", test)):
         if data is None:
             continue
         if data.hierarchy != train.hierarchy:
             raise ValueError(f"{target}: the {split} split's hierarchy differs from the train split's")
         if data.feature_names != train.feature_names:
             raise ValueError(f"{target}: the {split} split's features differ from the train split's")
+    if merge_valid and valid is not None:
+        train = HMCData(X=np.concatenate([train.X, valid.X]), Y=np.concatenate([train.Y, valid.Y]),
+                        hierarchy=train.hierarchy, feature_names=train.feature_names)
+        valid = None
     observed = ~np.isnan(train.X)
     counts = observed.sum(0)
     mean = np.where(counts > 0, np.nansum(train.X, 0) / np.maximum(counts, 1), 0.0)
@@ -252,15 +261,10 @@ def load_hmc(directory_or_prefix: str | Path, standardize: bool = True) -> HMCSp
     center = filled.mean(0) if standardize else np.zeros_like(mean)
     std = np.where(std > 0, std, 1.0)
 
-    def prepare(data: HMCData | None) -> HMCData | None:
-        if data is None:
-            return None
+    def prepare(data: HMCData) -> HMCData:
         x = np.where(np.isnan(data.X), mean, data.X)
         x = ((x - center) / std).astype(np.float32)
         return HMCData(X=x, Y=data.Y, hierarchy=train.hierarchy, feature_names=train.feature_names)
 
-    prepared_train = prepare(train)
-    prepared_test = prepare(others["test"])
-    assert prepared_train is not None and prepared_test is not None
-    return HMCSplits(train=prepared_train, valid=prepare(others["valid"]), test=prepared_test,
+    return HMCSplits(train=prepare(train), valid=None if valid is None else prepare(valid), test=prepare(test),
                      hierarchy=train.hierarchy)

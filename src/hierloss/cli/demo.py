@@ -1,0 +1,214 @@
+"""``hierloss demo``: train the same MLP with BCE, HBCE, HBCE hard and MCLoss, and print one comparison table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "format_table", "run"]
+
+_HELP = """Train the same small MLP with several losses and compare them on one table.
+
+By default the data is synthetic (hierloss.datasets.make_hierarchical_classification: a random DAG of 120 labels,
+3,000 samples, no download; about half a minute on a 2-core CPU). --data runs on a real HMC dataset instead
+(a folder of ../shared/data/hmc, or any Clus HMC ARFF train/test pair): the model trains on train + valid and is
+scored on test. For the full C-HMCNN protocol see benchmarks/hmc_quality.py.
+
+Every model except MCLoss's is scored twice: on its raw sigmoid outputs, and after hierloss.metrics.coherent
+(each label's score becomes the max over itself and its descendants), which removes every violation at inference.
+MCLoss predicts through C-HMCNN's max-constraint module, so its output is already coherent."""
+
+# column key, header, higher is better, formatted as a percentage
+_COLUMNS: tuple[tuple[str, str, bool, bool], ...] = (
+    ("auprc", "AU(PRC)", True, False),
+    ("auroc", "AUROC", True, False),
+    ("violation_05", "viol@0.5", False, True),
+    ("violation_any", "viol any", False, True),
+    ("hf1", "hF1", True, False),
+)
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``demo`` sub-command."""
+    from hierloss.experiments import LOSSES
+
+    parser = subparsers.add_parser("demo", help="compare BCE, HBCE, HBCE hard and MCLoss on one table",
+                                   description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="an HMC dataset folder or path prefix (default: synthetic data)")
+    parser.add_argument("--samples", type=int, default=3000,
+                        help="synthetic data: number of samples, two thirds for training (default 3000)")
+    parser.add_argument("--tree", action="store_true", help="synthetic data: a tree instead of a DAG")
+    parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES), metavar="LOSS",
+                        help=f"losses to train, in table order (default: all of {', '.join(LOSSES)})")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs per loss (default 30)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--hidden", type=int, default=256, help="hidden units of the 3-layer MLP (default 256)")
+    parser.add_argument("--dropout", type=float, default=0.3, help="dropout after each hidden layer (default 0.3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, the initial weights and the batches")
+    parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... or 'auto' (default)")
+    parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="save a comparison figure")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    parser.set_defaults(func=run)
+
+
+def _symbols(stream: Any) -> dict[str, str]:
+    """Unicode marks where the stream can encode them, ASCII otherwise."""
+    fancy = {"up": "↑", "down": "↓", "ok": "✓", "same": "″", "dash": "—"}
+    try:
+        "".join(fancy.values()).encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return {"up": "+", "down": "-", "ok": "ok", "same": '"', "dash": "-"}
+    return fancy
+
+
+def format_table(results: Sequence[Any], markdown: bool = False, color: bool = False,
+                 symbols: dict[str, str] | None = None) -> str:
+    """The comparison table of :class:`~hierloss.experiments.Result` rows, with its legend.
+
+    The best value of each column is marked ``*`` (bold with ``color``); a violation rate of exactly zero is
+    marked with a check (green with ``color``). A coherent row shares its model, so its training time is shown as
+    a ditto mark.
+    """
+    marks = symbols or _symbols(sys.stdout)
+    best: dict[str, float] = {}
+    for key, _, higher, _ in _COLUMNS:
+        values = [getattr(r, key) for r in results]
+        best[key] = max(values) if higher else min(values)
+    header = ["method", *[f"{title}{marks['up'] if higher else marks['down']}" for _, title, higher, _ in _COLUMNS],
+              "train s"]
+    body: list[list[tuple[str, str]]] = []  # (plain text, style) per cell
+    for r in results:
+        name = r.name + (" (1)" if r.output == "max-constraint" else "")
+        cells: list[tuple[str, str]] = [(name, "")]
+        for key, _, _, percent in _COLUMNS:
+            value = getattr(r, key)
+            if percent and value == 0:
+                text, style = f"0 {marks['ok']}", "zero"
+            else:
+                text, style = (f"{100 * value:.1f}%" if percent else f"{value:.3f}"), ""
+            if value == best[key] and len(results) > 1:
+                text, style = text + "*", style or "best"
+            cells.append((text, style))
+        cells.append((marks["same"] if r.output == "coherent" else f"{r.train_s:.1f}", ""))
+        body.append(cells)
+    legend = [
+        "* best in column.  viol = share of test samples with a child scored above its parent: @0.5 = parent < 0.5 "
+        "< child (a contradictory prediction), any = at some threshold (what ranking metrics see); "
+        f"0 {marks['ok']} = none.",
+        "+ coherent = the same model's outputs after hierloss.metrics.coherent (max over descendants); "
+        "(1) MCLoss predicts through C-HMCNN's max-constraint module: coherent by construction.",
+        "AU(PRC) = micro average precision; AUROC weighted by positives; hF1 = micro hierarchical F1 at 0.5.",
+    ]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for cells in body:
+            lines.append("| " + " | ".join(f"**{t}**" if s == "best" else t for t, s in cells) + " |")
+        return "\n".join([*lines, "", *legend])
+    widths = [max(len(h), *(len(cells[i][0]) for cells in body)) for i, h in enumerate(header)]
+    styles = {"best": "\033[1m", "zero": "\033[32m"}
+
+    def render(cells: list[tuple[str, str]]) -> str:
+        out = []
+        for i, (text, style) in enumerate(cells):
+            padded = text.ljust(widths[i]) if i == 0 else text.rjust(widths[i])
+            out.append(f"{styles[style]}{padded}\033[0m" if color and style else padded)
+        return "  ".join(out)
+
+    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    return "\n".join([render([(h, "") for h in header]), rule, *(render(c) for c in body), rule, *legend])
+
+
+def _plot(results: Sequence[Any], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.name for r in results]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.45 * len(results) + 2.2), sharey=True)
+    positions = list(range(len(results)))[::-1]
+    axes[0].barh(positions, [r.auprc for r in results], color="tab:blue")
+    axes[0].set_title("AU(PRC) (higher is better)")
+    axes[1].barh([p + 0.2 for p in positions], [100 * r.violation_05 for r in results], height=0.4,
+                 color="tab:red", label="at 0.5")
+    axes[1].barh([p - 0.2 for p in positions], [100 * r.violation_any for r in results], height=0.4,
+                 color="tab:orange", label="at any threshold")
+    axes[1].set_title("samples with a violation, % (lower is better)")
+    axes[1].legend(loc="lower right", fontsize=8)
+    axes[2].barh(positions, [r.hf1 for r in results], color="tab:green")
+    axes[2].set_title("hierarchical F1 (higher is better)")
+    axes[0].set_yticks(positions, names)
+    for ax in axes:
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sub-command; returns the exit code (2 with a message on bad input)."""
+    import torch
+
+    from hierloss.datasets import load_hmc, make_hierarchical_classification
+    from hierloss.experiments import TrainConfig, compare_losses
+
+    for name in ("epochs", "batch_size", "hidden", "samples"):
+        if getattr(args, name) < 1:
+            print(f"hierloss demo: error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}",
+                  file=sys.stderr)
+            return 2
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        print(f"hierloss demo: error: --device {args.device!r}: {err}", file=sys.stderr)
+        return 2
+    if args.data is not None:
+        try:
+            splits = load_hmc(args.data, merge_valid=True)
+        except (OSError, ValueError) as err:
+            print(f"hierloss demo: error: {err}", file=sys.stderr)
+            return 2
+        h = splits.hierarchy
+        X_train, Y_train, X_test, Y_test = splits.train.X, splits.train.Y, splits.test.X, splits.test.Y
+        source = f"{args.data} (train + valid / test)"
+    else:
+        data = make_hierarchical_classification(args.samples, 32, depth=4, branching=3, dag=not args.tree,
+                                                random_state=args.seed)
+        h = data.hierarchy
+        cut = (2 * args.samples) // 3
+        if cut < 1 or cut >= args.samples:
+            print(f"hierloss demo: error: --samples {args.samples} leaves an empty train or test split",
+                  file=sys.stderr)
+            return 2
+        X_train, Y_train, X_test, Y_test = data.X[:cut], data.Y[:cut], data.X[cut:], data.Y[cut:]
+        source = f"synthetic {'tree' if args.tree else 'DAG'} (make_hierarchical_classification, seed {args.seed})"
+    multi = sum(len(h.parents(label)) > 1 for label in h.labels)
+    print(f"data: {source}: {h.num_labels} labels, {h.num_edges} edges ({multi} labels with several parents), "
+          f"{len(X_train)} train / {len(X_test)} test samples, {X_train.shape[1]} features")
+    config = TrainConfig(hidden=args.hidden, dropout=args.dropout, lr=args.lr, weight_decay=1e-5,
+                         batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, device=device)
+    print(f"model: MLP {X_train.shape[1]}-{args.hidden}-{args.hidden}-{h.num_labels} (ReLU, dropout "
+          f"{args.dropout}), Adam lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}, "
+          f"{device}", flush=True)
+    results = compare_losses(X_train, Y_train, X_test, Y_test, h, losses=args.losses, config=config,
+                             progress=not args.no_progress)
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ and not args.markdown
+    print()
+    print(format_table(results, markdown=args.markdown, color=color))
+    if args.plot is not None:
+        try:
+            _plot(results, args.plot, f"hierloss demo: {source}")
+        except ImportError:
+            print("hierloss demo: error: --plot needs matplotlib (pip install 'hierloss[plot]')", file=sys.stderr)
+            return 2
+        print(f"wrote {args.plot}")
+    return 0

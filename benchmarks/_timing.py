@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["cuda_peak_bytes", "median_seconds", "rss_peak_bytes", "sync"]
+__all__ = ["cuda_peak_bytes", "median_seconds", "median_seconds_interleaved", "rss_peak_bytes", "sync"]
 
 
 def sync(device: str | torch.device) -> None:
@@ -20,29 +20,50 @@ def sync(device: str | torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _per_call_seconds(fn: Callable[[], Any], device: str | torch.device, min_time: float) -> float:
+    """Seconds per call of ``fn()``, from batches of 1, 2, 4, ... calls until ``min_time`` has passed.
+
+    The device is synchronised once per batch, not once per call, so on a GPU the sample measures queued
+    throughput (as in a training loop) rather than one host round trip per call.
+    """
+    calls, batch = 0, 1
+    start = time.perf_counter()
+    while True:
+        for _ in range(batch):
+            fn()
+        calls += batch
+        sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / calls
+        batch *= 2
+
+
+def median_seconds_interleaved(fns: dict[str, Callable[[], Any]], *, device: str | torch.device = "cpu",
+                               warmup: int = 2, repeat: int = 10, min_time: float = 0.0) -> dict[str, float]:
+    """Median seconds per call of each ``fns[k]()``, sampled round-robin after ``warmup`` calls of each.
+
+    One sample of each function in turn, medians over the rounds: load from other processes on a shared machine
+    falls on all of them alike, so ratios taken from one call stay meaningful. Each sample repeats the call until
+    ``min_time`` seconds have passed (for sub-millisecond calls) and ends with a device synchronisation.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for key, fn in fns.items():
+            samples[key].append(_per_call_seconds(fn, device, min_time))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def median_seconds(fn: Callable[[], Any], *, device: str | torch.device = "cpu", warmup: int = 3,
                    repeat: int = 20, min_time: float = 0.0) -> float:
-    """Median wall time of ``fn()`` over ``repeat`` runs after ``warmup`` runs.
-
-    Each run is bracketed by a device synchronisation. With ``min_time > 0`` each timed sample repeats ``fn``
-    until at least ``min_time`` seconds have passed and reports the per-call time (for very fast calls).
-    """
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    samples = []
-    for _ in range(repeat):
-        calls = 0
-        start = time.perf_counter()
-        while True:
-            fn()
-            calls += 1
-            sync(device)
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time:
-                break
-        samples.append(elapsed / calls)
-    return statistics.median(samples)
+    """Median seconds per call of ``fn()`` over ``repeat`` samples after ``warmup`` calls (see
+    :func:`median_seconds_interleaved`)."""
+    return median_seconds_interleaved({"fn": fn}, device=device, warmup=warmup, repeat=repeat,
+                                      min_time=min_time)["fn"]
 
 
 def rss_peak_bytes() -> int:

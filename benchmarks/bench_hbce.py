@@ -1,6 +1,8 @@
 """HBCELoss forward+backward time relative to BCEWithLogitsLoss, and against a per-edge loop port.
 
-Run: ``python benchmarks/bench_hbce.py [--quick] [--device cuda] [--compile]``.
+The functions compared in one case are timed *interleaved* (one sample of each in turn, medians over the
+rounds), so that load from other processes on a shared machine falls on all of them alike and the ratios stay
+meaningful. Run: ``python benchmarks/bench_hbce.py [--quick] [--device cuda] [--compile] [--threads 1]``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import median_seconds
+from _timing import median_seconds, median_seconds_interleaved
 from bench_penalties import GO_HEADER, go_hierarchy, to_markdown
 from hierloss import HBCELoss, Hierarchy
 from hierloss.hierarchies import chexpert
@@ -61,8 +63,8 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "fp32",
             fns[mode] = lambda z, crit=crit, y=y: crit(z, y)
         if compile:
             fns = {k: torch.compile(f, fullgraph=True) for k, f in fns.items()}
-        times = {k: median_seconds(_step(f, x), device=device, warmup=3, repeat=repeat, min_time=0.01)
-                 for k, f in fns.items()}
+        times = median_seconds_interleaved({k: _step(f, x) for k, f in fns.items()}, device=device, warmup=3,
+                                    repeat=repeat, min_time=0.01)
         tag = f"{name} N={n} C={h.num_labels} E={h.num_edges} {dtype} {'compiled' if compile else 'eager'}"
         goal = gpu_goal if device.startswith("cuda") and compile else (cpu_goal if device == "cpu" and not compile
                                                                           else "")
@@ -89,7 +91,11 @@ if __name__ == "__main__":
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {args.device}")
     start = time.perf_counter()
     print(to_markdown(run(quick=args.quick, device=args.device, dtype=args.dtype, compile=args.compile)))
     print(f"\n({time.perf_counter() - start:.0f} s)")

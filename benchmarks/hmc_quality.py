@@ -1,0 +1,194 @@
+"""AU(PRC) and hierarchy violations of each training loss on the HMC benchmarks, under C-HMCNN's protocol.
+
+Protocol (Giunchiglia & Lukasiewicz, NeurIPS 2020, https://github.com/EGiunchiglia/C-HMCNN, ``main.py`` at
+commit 2d1712644fcdb3d4156bf0ad643a9091bd482f87): MLP with 3 linear layers, ReLU, dropout 0.7; Adam with lr 1e-4
+(FunCat / GO) or 1e-5 (enron, imclef07a, diatoms), weight decay 1e-5; batch size 4; hidden size and number of
+epochs per dataset as in that file's ``hidden_dims_*`` and ``epochss_*`` (the table :data:`PROTOCOL` below);
+the final model is trained on train + valid and scored once on test; AU(PRC) is the micro average precision over
+all labels but the roots (the three Gene Ontology roots are left out, as C-HMCNN's ``to_skip`` does).
+
+Differences from C-HMCNN's script, on purpose: features are mean-imputed and standardised with statistics of
+train + valid only (C-HMCNN imputes each split, test included, with that split's own mean), and training uses
+``BCEWithLogitsLoss`` on logits rather than ``BCELoss`` on sigmoid outputs (the same loss, numerically safer).
+
+Each training loss (``--losses``: bce, hbce, hbce-hard, mcloss) is trained once per seed; every model but
+MCLoss's is scored on its raw outputs and again after ``hierloss.metrics.coherent`` (so ``bce`` yields the rows
+"BCE" and "BCE + coherent"). MCLoss is scored on C-HMCNN's inference output, coherent by construction.
+
+Results are appended as JSON lines to ``--out`` (runs already there are skipped), so the table can be built up
+over several runs and machines; ``--table`` prints the markdown table of everything in ``--out``::
+
+    python benchmarks/hmc_quality.py --datasets eisen_FUN derisi_FUN --seeds 0 1 2
+    python benchmarks/hmc_quality.py --datasets cellcycle_GO --device cuda --epochs 20   # labelled as reduced
+    python benchmarks/hmc_quality.py --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hierloss.datasets import load_hmc
+from hierloss.experiments import LOSSES, Result, TrainConfig, compare_losses
+
+HMC = Path(__file__).resolve().parents[2] / "shared" / "data" / "hmc"
+
+# dataset: (hidden size, epochs, learning rate), from C-HMCNN's main.py (see the module docstring).
+PROTOCOL: dict[str, tuple[int, int, float]] = {
+    "cellcycle_FUN": (500, 106, 1e-4),
+    "derisi_FUN": (500, 67, 1e-4),
+    "eisen_FUN": (500, 110, 1e-4),
+    "gasch2_FUN": (500, 123, 1e-4),
+    "spo_FUN": (250, 115, 1e-4),
+    "cellcycle_GO": (1000, 62, 1e-4),
+    "derisi_GO": (500, 91, 1e-4),
+    "eisen_GO": (500, 123, 1e-4),
+    "gasch2_GO": (500, 177, 1e-4),
+    "spo_GO": (500, 103, 1e-4),
+    "enron": (1000, 133, 1e-5),
+    "imclef07a": (1000, 592, 1e-5),
+    "diatoms": (2000, 474, 1e-5),
+}
+
+# Published test AU(PRC), mean of 10 runs (../shared/data/README.md): C-HMCNN, and HMCN-F (Wehrmann et al., 2018).
+PUBLISHED: dict[str, tuple[float, float]] = {
+    "cellcycle_FUN": (0.255, 0.252), "derisi_FUN": (0.195, 0.193), "eisen_FUN": (0.306, 0.298),
+    "gasch2_FUN": (0.258, 0.254), "spo_FUN": (0.215, 0.211), "cellcycle_GO": (0.413, 0.400),
+    "derisi_GO": (0.370, 0.369), "eisen_GO": (0.455, 0.440), "gasch2_GO": (0.414, 0.465),
+    "spo_GO": (0.382, 0.376), "enron": (0.756, 0.724), "imclef07a": (0.956, 0.950), "diatoms": (0.758, 0.530),
+}
+
+ROW_ORDER = ["BCE", "BCE + coherent", "HBCE", "HBCE + coherent", "HBCE hard", "HBCE hard + coherent", "MCLoss"]
+
+
+def machine(device: str) -> str:
+    """A short description of where the run happens."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(torch.device(device))}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({torch.get_num_threads()} thread(s)), torch {torch.__version__}"
+
+
+def done_runs(path: Path) -> set[tuple[str, str, int, int]]:
+    """(dataset, loss, seed, epochs) of the runs already in the results file."""
+    if not path.exists():
+        return set()
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["dataset"], r["loss"], r["seed"], r["epochs"]) for r in rows}
+
+
+def run(args: argparse.Namespace) -> None:
+    """Train and score every (dataset, seed, loss) not yet in ``args.out``."""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    where = args.where or machine(args.device)
+    done = done_runs(args.out)
+    for dataset in args.datasets:
+        hidden, full_epochs, lr = PROTOCOL[dataset]
+        epochs = args.epochs or full_epochs
+        splits = load_hmc(HMC / dataset, merge_valid=True)
+        for seed in args.seeds:
+            todo = [loss for loss in args.losses if (dataset, loss, seed, epochs) not in done]
+            if not todo:
+                continue
+            config = TrainConfig(hidden=hidden, lr=lr, epochs=epochs, seed=seed, device=args.device)
+            stamp = datetime.date.today().isoformat()
+
+            def record(result: Result, dataset: str = dataset, seed: int = seed, config: TrainConfig = config,
+                       stamp: str = stamp, full: bool = epochs == full_epochs) -> None:
+                row = {"dataset": dataset, "seed": seed, **result.to_dict(), "full_protocol": full,
+                       "hidden": config.hidden, "lr": config.lr, "batch_size": config.batch_size,
+                       "where": where, "date": stamp}
+                with args.out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+
+            compare_losses(splits.train.X, splits.train.Y, splits.test.X, splits.test.Y, splits.hierarchy,
+                           losses=todo, config=config, progress=args.progress, on_result=record)
+
+
+def _mean_std(values: list[float], digits: int = 3, percent: bool = False) -> str:
+    scale = 100.0 if percent else 1.0
+    mean = statistics.fmean(values) * scale
+    unit = "%" if percent else ""
+    if len(values) < 2:
+        return f"{mean:.{digits}f}{unit}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}{unit}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The markdown table of the results: mean ± std over seeds, published AU(PRC) beside ours."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        name = Result(loss=r["loss"], output=r["output"], auprc=0, auroc=0, violation_05=0, violation_any=0, hf1=0,
+                      train_s=0, epochs=0).name
+        groups[(r["dataset"], name, r["epochs"])].append(r)
+    order = {d: i for i, d in enumerate(PROTOCOL)}
+    keys = sorted(groups, key=lambda k: (order.get(k[0], 99), -k[2], ROW_ORDER.index(k[1])
+                                         if k[1] in ROW_ORDER else 99))
+    lines = ["| dataset | epochs | method | seeds | AU(PRC) | C-HMCNN | HMCN-F | violations @0.5 | violations any "
+             "threshold | hF1 @0.5 | train s / run | ran on |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for dataset, name, epochs in keys:
+        g = groups[(dataset, name, epochs)]
+        full = PROTOCOL.get(dataset, (0, 0, 0.0))[1]
+        epoch_text = f"{epochs}" if epochs == full else f"{epochs} (reduced; protocol {full})"
+        chmcnn, hmcnf = PUBLISHED.get(dataset, (float("nan"), float("nan")))
+        seeds = ",".join(str(s) for s in sorted({r["seed"] for r in g}))
+        where = "; ".join(sorted({r["where"] for r in g}))
+        lines.append(
+            f"| {dataset} | {epoch_text} | {name} | {seeds} | {_mean_std([r['auprc'] for r in g])} | {chmcnn:.3f} | "
+            f"{hmcnf:.3f} | {_mean_std([r['violation_05'] for r in g], 1, True)} | "
+            f"{_mean_std([r['violation_any'] for r in g], 1, True)} | {_mean_std([r['hf1'] for r in g])} | "
+            f"{statistics.fmean(r['train_s'] for r in g):.0f} | {where} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(PROTOCOL), choices=list(PROTOCOL), metavar="NAME")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES),
+                        help="training losses; each model but MCLoss's is also scored after `coherent`")
+    parser.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs (labelled reduced)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--where", default=None, help="machine description stored with each row (default: detected)")
+    parser.add_argument("--out", type=Path, default=Path("results/hmc_quality.jsonl"))
+    parser.add_argument("--progress", action="store_true", help="show a progress bar per run")
+    parser.add_argument("--table", action="store_true", help="only print the markdown table of --out")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if not args.table:
+        if not HMC.is_dir():
+            print(f"HMC datasets not found at {HMC}", file=sys.stderr)
+            return 2
+        start = time.perf_counter()
+        run(args)
+        print(f"wall time: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    if not args.out.exists():
+        print(f"no results file {args.out}", file=sys.stderr)
+        return 2
+    rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import Tensor, nn
@@ -11,27 +12,45 @@ import hierloss.losses
 from hierloss import Hierarchy
 from hierloss.penalties import EdgePenalties
 
-__all__ = ["HBCE_MODES", "LOSSES", "MASKING_LOSSES", "PenalisedLoss", "build_criterion"]
+__all__ = ["BCE_FAMILY", "HBCE_MODES", "LOSSES", "PenalisedLoss", "available_losses", "build_criterion",
+           "prediction_transform"]
 
-#: ``hbce-<mode>`` → HBCELoss ``mode``. ``hbce-hard`` is the reference's loss (its gradient is BCE's).
-HBCE_MODES: dict[str, str] = {
+#: ``hbce-<mode>`` → ``HBCELoss`` ``mode``; ``hbce`` is the library's default mode (``None``: whatever
+#: ``hierloss.HBCELoss`` defaults to, ``'hinge'`` today). ``hbce-hard`` is the reference's loss: its penalty adds to
+#: the loss value but has zero gradient, so it trains exactly like ``bce``.
+HBCE_MODES: dict[str, str | None] = {
+    "hbce": None,
     "hbce-hard": "hard",
     "hbce-soft": "soft",
     "hbce-hinge": "hinge",
     "hbce-squared-hinge": "squared_hinge",
 }
-# Other multi-label losses of hierloss: --loss name → (class name in hierloss.losses, takes the hierarchy).
-_OTHER: dict[str, tuple[str, bool]] = {
-    "asl": ("AsymmetricLoss", False),
-    "focal": ("FocalLoss", False),
-    "zlpr": ("ZLPRLoss", False),
-    "msml": ("MultiLabelSoftmaxLoss", False),
-    "mcloss": ("MCLoss", True),
+# Other multi-label losses of hierloss: --loss name → class name, looked up in ``hierloss`` then
+# ``hierloss.losses`` when the loss is built (so the example follows the library as losses are added).
+_OTHER: dict[str, str] = {
+    "asl": "AsymmetricLoss",
+    "focal": "FocalLoss",
+    "zlpr": "ZLPRLoss",
+    "msml": "MultiLabelSoftmaxLoss",
+    "mcloss": "MCLoss",
 }
 #: Every ``--loss`` choice.
 LOSSES: tuple[str, ...] = ("bce", *HBCE_MODES, *_OTHER)
-#: Losses that leave NaN targets (uncertainty policy ``'ignore'``) out: the BCE family.
-MASKING_LOSSES: tuple[str, ...] = ("bce", *HBCE_MODES)
+#: The BCE family: ``HBCELoss`` with its penalty built in (``--add-penalty`` is for the others). Every loss here
+#: leaves NaN targets (uncertainty policy ``'ignore'``) out.
+BCE_FAMILY: tuple[str, ...] = ("bce", *HBCE_MODES)
+
+
+def _loss_class(name: str) -> Any:
+    """The hierloss class behind ``--loss name`` (``None`` when this hierloss lacks it)."""
+    class_name = _OTHER[name]
+    found = getattr(hierloss, class_name, None)
+    return found if found is not None else getattr(hierloss.losses, class_name, None)
+
+
+def available_losses() -> tuple[str, ...]:
+    """The ``--loss`` choices the installed hierloss can build."""
+    return tuple(name for name in LOSSES if name not in _OTHER or _loss_class(name) is not None)
 
 
 class PenalisedLoss(nn.Module):
@@ -53,11 +72,11 @@ def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgePenalties | 
 
     * ``bce``: ``HBCELoss`` with ``scale=0``, which hierloss defines as BCE-with-logits (mean over labels, then
       samples) and which leaves NaN targets out.
-    * ``hbce-hard`` / ``hbce-soft`` / ``hbce-hinge`` / ``hbce-squared-hinge``: ``HBCELoss`` in that mode with
-      ``penalties`` and ``scale`` (λ). ``hbce-hard`` is the paper's loss: it reports the penalty but its gradient
-      is plain BCE's.
-    * ``asl``, ``focal``, ``zlpr``, ``msml``, ``mcloss``: hierloss's other losses with their defaults,
-      optionally plus ``HierarchyPenalty`` in mode ``add_penalty``.
+    * ``hbce`` (the library's default mode), ``hbce-hard``, ``hbce-soft``, ``hbce-hinge``,
+      ``hbce-squared-hinge``: ``HBCELoss`` in that mode with ``penalties`` and ``scale`` (λ). ``hbce-hard`` is the
+      paper's loss: it reports the penalty but its gradient is plain BCE's.
+    * ``asl``, ``focal``, ``zlpr``, ``msml``, ``mcloss``: hierloss's other losses with their defaults (given the
+      hierarchy when their constructor takes one), optionally plus ``HierarchyPenalty`` in mode ``add_penalty``.
 
     Args:
         name: one of :data:`LOSSES`.
@@ -74,21 +93,34 @@ def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgePenalties | 
     """
     if name not in LOSSES:
         raise ValueError(f"--loss must be one of {LOSSES}, got {name!r}")
-    if name in MASKING_LOSSES:
+    if name in BCE_FAMILY:
         if add_penalty is not None:
             raise ValueError(f"--add-penalty applies to {tuple(_OTHER)}; {name!r} has its penalty built in")
         if name == "bce":
             return hierloss.HBCELoss(hierarchy, penalties=0.0, scale=0.0)
-        return hierloss.HBCELoss(hierarchy, penalties=penalties, scale=scale, mode=HBCE_MODES[name],
-                                 edge_reduction=edge_reduction)
-    class_name, takes_hierarchy = _OTHER[name]
-    loss_class: Any = getattr(hierloss.losses, class_name, None)
+        mode = HBCE_MODES[name]
+        mode_arg = {} if mode is None else {"mode": mode}
+        return hierloss.HBCELoss(hierarchy, penalties=penalties, scale=scale, edge_reduction=edge_reduction,
+                                 **mode_arg)
+    loss_class = _loss_class(name)
     if loss_class is None:
-        raise RuntimeError(f"--loss {name}: this hierloss ({hierloss.__version__}) has no "
-                           f"hierloss.losses.{class_name}")
+        raise RuntimeError(f"--loss {name}: this hierloss ({hierloss.__version__}) has no {_OTHER[name]}")
+    takes_hierarchy = "hierarchy" in inspect.signature(loss_class).parameters
     base: nn.Module = loss_class(hierarchy) if takes_hierarchy else loss_class()
     if add_penalty is None:
         return base
     penalty = hierloss.HierarchyPenalty(hierarchy, penalties=penalties, scale=scale, mode=add_penalty,
                                         edge_reduction=edge_reduction)
     return PenalisedLoss(base, penalty)
+
+
+def prediction_transform(name: str, hierarchy: Hierarchy) -> nn.Module | None:
+    """What turns sigmoid outputs into predictions for ``--loss name``: ``MaxConstraint`` for ``mcloss`` (C-HMCNN
+    predicts through its max-constraint module), ``None`` (the probabilities as they are) otherwise."""
+    if name != "mcloss":
+        return None
+    constraint: Any = getattr(hierloss, "MaxConstraint", None) or getattr(hierloss.losses, "MaxConstraint", None)
+    if constraint is None:
+        raise RuntimeError(f"--loss mcloss: this hierloss ({hierloss.__version__}) has no MaxConstraint")
+    module: nn.Module = constraint(hierarchy)
+    return module

@@ -153,7 +153,7 @@ class CheXpertDataset(Dataset[tuple[Tensor, Tensor]]):
         targets = derive_targets(frame, policy, with_uncertain=with_uncertain)
         self.frame: pd.DataFrame = frame
         self.labels: tuple[str, ...] = tuple(targets.columns)
-        self.targets: Tensor = torch.from_numpy(targets.to_numpy(np.float32))
+        self.targets: Tensor = torch.from_numpy(targets.to_numpy(np.float32, copy=True))
         self.target_frame: pd.DataFrame = targets
         self.transform = transform
 

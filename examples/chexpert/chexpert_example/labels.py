@@ -137,6 +137,7 @@ def apply_uncertainty_policy(frame: pd.DataFrame, policy: UncertaintyPolicy) -> 
         bad = not_numeric | (~np.isnan(column) & ~np.isin(column, (0.0, 1.0, -1.0)))
         if bad.any():
             value = frame[name].to_numpy()[np.flatnonzero(bad)[0]]
+            value = value.item() if isinstance(value, np.generic) else value
             raise ValueError(f"column {name!r} holds {value!r} ({int(bad.sum())} values outside "
                              "{1, 0, -1, blank})")
         column = np.where(np.isnan(column), 0.0, column)  # blank = not mentioned = negative (the reference)

@@ -63,8 +63,10 @@ def _autocast(device: torch.device, amp: bool) -> torch.autocast:
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader[Any], device: torch.device, amp: bool = True,
             criterion: nn.Module | None = None, progress: bool = False, max_batches: int | None = None,
-            desc: str = "eval") -> tuple[Tensor, Tensor, float | None]:
+            desc: str = "eval", postprocess: nn.Module | None = None) -> tuple[Tensor, Tensor, float | None]:
     """Probabilities, targets and (with ``criterion``) the mean loss over ``loader``, model in eval mode.
+
+    ``postprocess`` maps the sigmoid probabilities to predictions (``MaxConstraint`` for ``--loss mcloss``).
 
     Returns:
         ``(probs (N, C) float32 CPU, targets (N, C) CPU, mean loss or None)``.
@@ -79,7 +81,8 @@ def predict(model: nn.Module, loader: DataLoader[Any], device: torch.device, amp
             if criterion is not None:
                 losses += float(criterion(logits, target)) * len(images)
                 count += len(images)
-        probs.append(torch.sigmoid(logits.float()).cpu())
+        batch_probs = torch.sigmoid(logits.float())
+        probs.append((batch_probs if postprocess is None else postprocess(batch_probs)).cpu())
         targets.append(target.cpu())
     mean_loss = losses / count if criterion is not None and count else None
     return torch.cat(probs), torch.cat(targets), mean_loss
@@ -110,6 +113,28 @@ def _train_epoch(model: nn.Module, loader: DataLoader[Any], criterion: nn.Module
     return float(total) / max(seen, 1), seen
 
 
+def _rng_state(loader: DataLoader[Any]) -> dict[str, Any]:
+    """The random state that decides the next epoch: torch's (augmentation, dropout) and the loader's (order)."""
+    generator = getattr(loader, "generator", None)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "loader": generator.get_state() if isinstance(generator, torch.Generator) else None,
+    }
+
+
+def _set_rng_state(state: dict[str, Any] | None, loader: DataLoader[Any]) -> None:
+    """Restore :func:`_rng_state`, so that a resumed run continues as the uninterrupted one would."""
+    if state is None:
+        return
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator = getattr(loader, "generator", None)
+    if state["loader"] is not None and isinstance(generator, torch.Generator):
+        generator.set_state(state["loader"])
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A checkpoint written by :func:`fit` (``OUT/last.pt`` or ``OUT/best.pt``)."""
     checkpoint: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=False)
@@ -118,12 +143,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def fit(model: nn.Module, criterion: nn.Module, train_loader: DataLoader[Any], valid_loader: DataLoader[Any],
         hierarchy: Hierarchy, config: TrainConfig, out_dir: Path, device: torch.device,
-        resume: Path | None = None, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        resume: Path | None = None, metadata: dict[str, Any] | None = None,
+        postprocess: nn.Module | None = None) -> dict[str, Any]:
     """Train with validation after every epoch; checkpoints to ``out_dir/last.pt`` and ``out_dir/best.pt``.
 
     Every epoch writes ``last.pt`` (model, optimiser, scheduler, gradient scaler, history, early-stopping state,
-    ``metadata``); an epoch that improves validation weighted AUROC also writes ``best.pt``. ``resume`` continues
-    from such a ``last.pt``.
+    ``metadata``, and the random state: a resumed run repeats the uninterrupted one on the CPU); an epoch that
+    improves validation weighted AUROC also writes ``best.pt``. ``resume`` continues
+    from such a ``last.pt``. ``postprocess`` is passed to :func:`predict` for validation.
 
     Returns:
         ``{'history': [per-epoch dicts], 'best_epoch': int, 'best_weighted_auroc': float, 'stopped_early': bool}``.
@@ -131,6 +158,8 @@ def fit(model: nn.Module, criterion: nn.Module, train_loader: DataLoader[Any], v
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     criterion.to(device)
+    if postprocess is not None:
+        postprocess.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.lr_factor,
                                                            patience=config.lr_patience)
@@ -146,6 +175,7 @@ def fit(model: nn.Module, criterion: nn.Module, train_loader: DataLoader[Any], v
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state.get("rng"), train_loader)
         history = list(state["history"])
         best, best_epoch, bad_epochs = state["best_weighted_auroc"], state["best_epoch"], state["bad_epochs"]
         start = state["epoch"] + 1
@@ -159,7 +189,7 @@ def fit(model: nn.Module, criterion: nn.Module, train_loader: DataLoader[Any], v
                                         desc=f"epoch {epoch}/{config.epochs}")
         train_seconds = time.perf_counter() - began
         probs, targets, valid_loss = predict(model, valid_loader, device, config.amp, criterion, config.progress,
-                                             config.max_batches, desc="validation")
+                                             config.max_batches, desc="validation", postprocess=postprocess)
         scores: Scores = score(probs, targets, hierarchy, valid_loss)
         monitored = scores.weighted_auroc if math.isfinite(scores.weighted_auroc) else -math.inf
         improved = monitored > best or best_epoch == 0
@@ -181,7 +211,8 @@ def fit(model: nn.Module, criterion: nn.Module, train_loader: DataLoader[Any], v
             "seconds": time.perf_counter() - began,
         }
         history.append(row)
-        tqdm.write(f"epoch {epoch}: train loss {train_loss:.4f}, valid loss {valid_loss or math.nan:.4f}, valid weighted "
+        shown_loss = math.nan if valid_loss is None else valid_loss
+        tqdm.write(f"epoch {epoch}: train loss {train_loss:.4f}, valid loss {shown_loss:.4f}, valid weighted "
                    f"AUROC {scores.weighted_auroc:.4f}, violation rate {scores.violation_rate:.4f}, "
                    f"{row['seconds']:.1f} s")
         state = {
@@ -196,6 +227,7 @@ def fit(model: nn.Module, criterion: nn.Module, train_loader: DataLoader[Any], v
             "bad_epochs": bad_epochs,
             "labels": hierarchy.labels,
             "train_config": asdict(config),
+            "rng": _rng_state(train_loader),
             **(metadata or {}),
         }
         torch.save(state, out_dir / LAST)

@@ -264,7 +264,10 @@ def compare_losses(X_train: Any, Y_train: Any, X_test: Any, Y_test: Any, hierarc
     """Train one model per loss and score it on the test split (raw, and after ``coherent`` unless MCLoss).
 
     Args:
-        X_train, Y_train, X_test, Y_test: the splits (NumPy or tensors).
+        X_train: ``(N, F)`` training features (NumPy or tensor).
+        Y_train: ``(N, C)`` 0/1 training labels in ``hierarchy.labels`` order.
+        X_test: test features.
+        Y_test: test labels.
         hierarchy: the label hierarchy.
         losses: keys of :data:`LOSSES`, in table order.
         config: model and optimiser settings (one seed).

@@ -94,8 +94,8 @@ def hierarchical_prf(preds: Any, target: Any, hierarchy: Hierarchy, average: str
         >>> h = Hierarchy.from_dict({"a": ["b", "c"]})
         >>> preds = [[0.0, 0.9, 0.0]]  # predicts b, hence {a, b}
         >>> target = [[0, 0, 1]]       # truth c, hence {a, c}
-        >>> [round(float(v), 3) for v in hierarchical_prf(preds, target, h)]
-        [0.5, 0.5, 0.5]
+        >>> print(*(round(float(v), 3) for v in hierarchical_prf(preds, target, h)))
+        0.5 0.5 0.5
     """
     check_average(average)
     predicted, actual = augmented_sets(preds, target, hierarchy, threshold)

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_losses
 import hierloss
 import run as suite
@@ -21,6 +20,7 @@ from _hierarchies import synthetic_dag
 from hierloss import Hierarchy
 from hierloss.metrics import coherent
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 DIAMOND = Hierarchy.from_edges([("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("d", "e"), ("a", "f")])
 
 

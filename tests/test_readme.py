@@ -1,4 +1,4 @@
-"""The README's quickstart runs as written."""
+"""The README's quickstart and the getting-started page run as written."""
 
 from __future__ import annotations
 
@@ -13,3 +13,14 @@ def test_quickstart_runs() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     assert blocks, "README.md has no python code block"
     exec(compile(blocks[0], "README.md", "exec"), {})
+
+
+def test_getting_started_runs() -> None:
+    """The python blocks of docs/getting-started.md execute in order, in one namespace, as a reader would."""
+    page = README.parent / "docs" / "getting-started.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+    assert len(blocks) >= 2, "docs/getting-started.md lost its examples"
+    namespace: dict[str, object] = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/getting-started.md block {i}", "exec"), namespace)
+    assert "fixed" in namespace

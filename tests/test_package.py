@@ -1,0 +1,28 @@
+"""The package itself: a light core import and the public names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import hierloss
+
+
+def test_core_import_is_light() -> None:
+    """`import hierloss` pulls in none of the optional dependencies (metrics, plots, examples)."""
+    code = ("import sys, hierloss; print(','.join(m for m in ('torchmetrics', 'sklearn', 'matplotlib', "
+            "'torchvision', 'scipy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.strip() == ""
+
+
+def test_public_names_resolve() -> None:
+    """Every name in `hierloss.__all__` exists, and each loss class has its functional twin."""
+    for name in hierloss.__all__:
+        assert hasattr(hierloss, name), name
+    twins = {"HBCELoss": "hbce_loss", "HierarchyPenalty": "hierarchy_penalty", "AsymmetricLoss": "asymmetric_loss",
+             "FocalLoss": "focal_loss", "ZLPRLoss": "zlpr_loss", "MultiLabelSoftmaxLoss": "multilabel_softmax_loss",
+             "MCLoss": "mc_loss", "LabelGraphRefinement": "label_graph_refinement"}
+    for cls, fn in twins.items():
+        assert cls in hierloss.__all__, cls
+        assert callable(getattr(hierloss.functional, fn)), fn

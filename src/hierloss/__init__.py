@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from hierloss import functional
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses import (
     AsymmetricLoss,
@@ -34,4 +35,5 @@ __all__ = [
     "MultiLabelSoftmaxLoss",
     "ZLPRLoss",
     "__version__",
+    "functional",
 ]

@@ -75,6 +75,23 @@ def test_preprocessing_is_fitted_on_train_only(tmp_path: Path) -> None:
     assert splits.test.Y.tolist() == [[0, 0, 1], [1, 1, 1]]  # 1/1 implies 1
 
 
+def test_merge_valid_fits_preprocessing_on_train_plus_valid(tmp_path: Path) -> None:
+    """merge_valid=True (C-HMCNN's final protocol) appends valid to train before fitting, and drops valid."""
+    header = "@RELATION t\n@ATTRIBUTE a numeric\n@ATTRIBUTE class hierarchical 1,1/1,2\n@DATA\n"
+    (tmp_path / "d.train.arff").write_text(header + "1,1/1\n3,2\n")
+    (tmp_path / "d.valid.arff").write_text(header + "?,1\n8,2\n")
+    (tmp_path / "d.test.arff").write_text(header + "4,2\n")
+    separate = load_hmc(tmp_path / "d")
+    merged = load_hmc(tmp_path / "d", merge_valid=True)
+    assert separate.valid is not None and len(separate.train.X) == 2
+    assert merged.valid is None and len(merged.train.X) == 4
+    assert merged.train.Y.tolist() == [[1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 0, 1]]
+    # train + valid column a = [1, 3, 4 (imputed: mean of 1, 3, 8), 8] → mean 4, population std sqrt(6.5)
+    std = np.sqrt(((1 - 4) ** 2 + (3 - 4) ** 2 + 0 + (8 - 4) ** 2) / 4)
+    np.testing.assert_allclose(merged.train.X[:, 0], [(1 - 4) / std, (3 - 4) / std, 0.0, (8 - 4) / std], rtol=1e-6)
+    np.testing.assert_allclose(merged.test.X[:, 0], [0.0], atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

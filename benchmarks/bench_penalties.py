@@ -7,6 +7,7 @@ Run: ``python benchmarks/bench_penalties.py [--quick]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import median_seconds
 from hierloss import Hierarchy
+from hierloss.datasets import load_hmc_arff
 from hierloss.hierarchies import CHEXPERT_OBSERVATIONS, chexpert, chexpert_targets
 from hierloss.penalties import ConditionalPenalty
 
@@ -56,17 +58,10 @@ def reference_targets(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+@functools.cache
 def go_hierarchy() -> Hierarchy:
-    """The cellcycle_GO DAG read from its ARFF header (the artificial 'root' dropped)."""
-    with open(GO_HEADER) as f:
-        for line in f:
-            parts = line.split(None, 3)
-            if len(parts) == 4 and parts[0].lower() == "@attribute" and parts[2].lower() == "hierarchical":
-                pairs = [p.split("/") for p in parts[3].strip().split(",")]
-                edges = [(p, c) for p, c in pairs if p != "root"]
-                nodes = dict.fromkeys(x for pair in pairs for x in pair if x != "root")
-                return Hierarchy(list(nodes), edges)
-    raise ValueError(f"no hierarchical class attribute in {GO_HEADER}")
+    """The cellcycle_GO DAG, as ``hierloss.datasets.load_hmc_arff`` reads it (the artificial 'root' dropped)."""
+    return load_hmc_arff(GO_HEADER).hierarchy
 
 
 def _labels_for(h: Hierarchy, n: int, rate: float, seed: int) -> np.ndarray:

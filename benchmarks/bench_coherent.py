@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _dense import dense_constr_out, descendant_matrix
 from _timing import median_seconds
+from bench_memory import _status_kib
 from hierloss import Hierarchy
 from hierloss.datasets import load_hmc_arff
 from hierloss.metrics import coherent
@@ -42,21 +43,9 @@ DATASETS = {"cellcycle_GO": SHARED_HMC / "cellcycle_GO" / "cellcycle_GO.train.ar
             "cellcycle_FUN": SHARED_HMC / "cellcycle_FUN" / "cellcycle_FUN.train.arff"}
 
 
-def dense_max(h: Tensor, r: Tensor) -> Tensor:
-    """C-HMCNN's max-constraint module: ``out[n, i] = max_j R[i, j] · h[n, j]`` through an ``(N, L, L)`` tensor."""
-    return torch.max(r.unsqueeze(0) * h.unsqueeze(1), dim=2).values
-
-
 def dense_min(h: Tensor, a: Tensor) -> Tensor:
-    """Its 'min' twin for scores in [0, 1]: ``out[n, i] = 1 − max_j A[i, j] · (1 − h[n, j])``."""
-    return 1 - torch.max(a.unsqueeze(0) * (1 - h).unsqueeze(1), dim=2).values
-
-
-def _status_kib(field: str) -> int:
-    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), flags=re.MULTILINE)
-    if match is None:  # pragma: no cover - Linux only
-        raise RuntimeError(f"{field} not in /proc/self/status")
-    return int(match.group(1))
+    """The 'min' twin of C-HMCNN's ``get_constr_out`` for scores in [0, 1]: ``1 − max_j A[i, j] · (1 − h[n, j])``."""
+    return 1 - dense_constr_out(1 - h, a)
 
 
 def peak_extra_bytes(fn: Callable[[], Any]) -> int:
@@ -72,9 +61,9 @@ def peak_extra_bytes(fn: Callable[[], Any]) -> int:
 
 
 def _matrices(hierarchy: Hierarchy) -> tuple[Tensor, Tensor]:
-    """``R`` (self or descendant) and ``A`` (self or ancestor) as float32 ``(L, L)``, as C-HMCNN builds ``R``."""
-    anc = hierarchy.ancestor_matrix() | torch.eye(hierarchy.num_labels, dtype=torch.bool)  # anc[i, j]: j ancestor of i
-    return anc.T.float().contiguous(), anc.float()
+    """``R`` (self or descendant, as C-HMCNN builds it) and ``A`` (self or ancestor) as float32 ``(L, L)``."""
+    r = descendant_matrix(hierarchy)
+    return r, r.T.contiguous()
 
 
 def _row(case: str, metric: str, value: float, note: str = "") -> dict[str, Any]:
@@ -142,7 +131,7 @@ def _cases(name: str, h: Hierarchy, n_full: int,
                 return coherent(x, h, method)  # type: ignore[no-any-return]
 
             def dense(x: Tensor = x, method: str = method) -> Tensor:
-                return dense_max(x, r) if method == "max" else dense_min(x, a)
+                return dense_constr_out(x, r) if method == "max" else dense_min(x, a)
 
             cases.append((case, ours, dense if n in dense_sizes else None))
     return cases

@@ -38,6 +38,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "soft τ=0.1 mean λ=1": {"scale": 1.0, "mode": "soft", "temperature": 0.1},
     "soft τ=0.1 mean λ=10": {"scale": 10.0, "mode": "soft", "temperature": 0.1},
     "soft τ=0.5 mean λ=10": {"scale": 10.0, "mode": "soft", "temperature": 0.5},
+    "logit_hinge mean λ=0.01": {"scale": 0.01, "mode": "logit_hinge"},
+    "logit_hinge mean λ=0.03": {"scale": 0.03, "mode": "logit_hinge"},
+    "logit_hinge mean λ=0.1": {"scale": 0.1, "mode": "logit_hinge"},
+    "logit_hinge mean λ=0.3": {"scale": 0.3, "mode": "logit_hinge"},
+    "logit_hinge mean λ=1": {"scale": 1.0, "mode": "logit_hinge"},
 }
 
 
@@ -107,8 +112,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Trade-off curve: ΔAU(PRC) vs BCE and the any-threshold violation rate against λ, one line per dataset.
 
-    Lines: the hinge averaged over edges; markers: the squared hinge and the soft indicator (τ = 0.1). Means over
-    seeds; BCE is λ = 0 and drawn at the left edge of the log axis.
+    Lines: the probability hinge and the logit hinge, averaged over edges; open markers: the squared hinge and the
+    soft indicator (τ = 0.1). Means over seeds; BCE is λ = 0 and drawn at the left edge of the log axis.
     """
     import matplotlib
 
@@ -117,9 +122,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     groups = _grouped(rows)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, (ax_auc, ax_viol) = plt.subplots(1, 2, figsize=(11, 4.2))
-    floor = 0.03  # where λ = 0 (plain BCE) is drawn on the log axis
-    families = (("hinge", "-o"), ("squared_hinge", "s"), ("soft", "^"))
+    fig, (ax_auc, ax_viol) = plt.subplots(1, 2, figsize=(14, 4.8))
+    floor = 0.003  # where λ = 0 (plain BCE) is drawn on the log axis
+    families = (("hinge", "-o"), ("logit_hinge", "--D"), ("squared_hinge", "s"), ("soft", "^"))
+    lines = ("hinge", "logit_hinge")
     for i, dataset in enumerate(datasets):
         color = f"C{i}"
         for mode, style in families:
@@ -128,7 +134,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 cfg = CONFIGS.get(name)
                 if ds != dataset or cfg is None or cfg.get("edge_reduction", "mean") != "mean":
                     continue
-                if name == "bce" and mode == "hinge":
+                if name == "bce" and mode in lines:
                     lam = floor
                 elif cfg["mode"] == mode and cfg["scale"] > 0 and cfg.get("temperature", 0.1) == 0.1:
                     lam = cfg["scale"]
@@ -140,8 +146,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 continue
             pts.sort()
             lam_, d_, v_ = zip(*pts)
-            label = f"{dataset}, {mode}" if mode != "hinge" else dataset
-            fill = "none" if mode != "hinge" else color
+            label = f"{dataset}, {mode}"
+            fill = "none" if mode not in lines else color
             ax_auc.plot(lam_, d_, style, color=color, mfc=fill, label=label)
             ax_viol.plot(lam_, v_, style, color=color, mfc=fill, label=label)
     for ax in (ax_auc, ax_viol):
@@ -149,12 +155,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("λ (scale), edge_reduction='mean'; leftmost point: BCE (λ = 0)")
         ax.grid(True, alpha=0.3)
     ax_auc.axhline(-0.01, color="grey", ls="--", lw=1)
-    ax_auc.text(0.035, -0.0095, "goal: cost ≤ 0.01", color="grey", fontsize=8, va="bottom")
+    ax_auc.text(floor * 1.2, -0.0095, "goal: cost ≤ 0.01", color="grey", fontsize=8, va="bottom")
     ax_auc.set_ylabel("test AU(PRC) − BCE's")
     ax_viol.set_ylabel("test samples with p_child > p_parent on some edge (%)")
-    ax_viol.legend(fontsize=7, loc="lower left")
-    fig.suptitle("HBCELoss trade-off (lines: mode='hinge'; open markers: squared_hinge, soft τ=0.1)", fontsize=10)
-    fig.tight_layout()
+    handles, labels = ax_viol.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")
+    fig.suptitle("HBCELoss trade-off (solid: mode='hinge'; dashed: 'logit_hinge', the default; open markers: "
+                 "squared_hinge, soft τ=0.1)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 

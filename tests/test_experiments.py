@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from hierloss.datasets import make_hierarchical_classification
-from hierloss.experiments import LOSSES, TrainConfig, build_criterion, compare_losses, evaluate, train
+from hierloss.experiments import DEFAULT_LOSSES, LOSSES, TrainConfig, build_criterion, compare_losses, evaluate, train
 
 CONFIG = TrainConfig(hidden=32, dropout=0.1, lr=1e-3, batch_size=32, epochs=3, seed=0)
 
@@ -66,4 +66,14 @@ def test_unknown_loss_and_bad_shapes(data) -> None:  # type: ignore[no-untyped-d
         compare_losses(data.X, data.Y, data.X, data.Y, data.hierarchy, losses=["bce", "nope"], config=CONFIG)
     with pytest.raises(ValueError, match="shape"):
         train("bce", data.X, data.Y[:, :-1], data.hierarchy, CONFIG)
-    assert set(LOSSES) == {"bce", "hbce", "hbce-hard", "mcloss"}
+    assert set(LOSSES) == {"bce", "hbce", "hbce-hard", "mcloss", "hbce-hinge"}
+    assert DEFAULT_LOSSES == ("bce", "hbce", "hbce-hard", "mcloss")
+
+
+def test_named_criteria_are_the_documented_losses(data) -> None:  # type: ignore[no-untyped-def]
+    """'hbce' is HBCELoss's default (the logit hinge at λ = 0.1); 'hbce-hinge' the probability hinge at λ = 1."""
+    from hierloss import HBCELoss
+
+    default, hinge = build_criterion("hbce", data.hierarchy), build_criterion("hbce-hinge", data.hierarchy)
+    assert isinstance(default, HBCELoss) and (default.mode, default.scale) == ("logit_hinge", 0.1)
+    assert isinstance(hinge, HBCELoss) and (hinge.mode, hinge.scale) == ("hinge", 1.0)

@@ -67,10 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     loss.add_argument("--penalty", choices=PENALTY_ESTIMATORS, default="data",
                       help="edge penalties: data-driven (fitted on the training labels), fixed β, or shrunken")
     loss.add_argument("--beta", type=float, default=1.0, help="the fixed penalty β (--penalty fixed)")
-    loss.add_argument("--scale", type=float, default=1.0, help="λ, multiplies every penalty")
+    loss.add_argument("--scale", type=float, default=None,
+                      help="λ, multiplies every penalty (default: hierloss's for the mode: 0.1 for the default "
+                           "logit_hinge, 1.0 for the others)")
     loss.add_argument("--edge-reduction", choices=("sum", "mean"),
                       help="penalty over edges (default: sum for hbce-hard as the paper, else mean)")
-    loss.add_argument("--add-penalty", choices=("hard", "soft", "hinge", "squared_hinge"),
+    loss.add_argument("--add-penalty", choices=("hard", "soft", "hinge", "squared_hinge", "logit_hinge"),
                       help="add HierarchyPenalty in this mode to asl / focal / zlpr / msml / mcloss")
 
     model = parser.add_argument_group("model and optimisation")

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from hierloss.hierarchy import Hierarchy
 
 __all__ = [
+    "DEFAULT_LOSSES",
     "LOSSES",
     "SKIPPED_LABELS",
     "Result",
@@ -36,7 +37,10 @@ __all__ = [
 ]
 
 #: Training losses by name, with their display names.
-LOSSES: dict[str, str] = {"bce": "BCE", "hbce": "HBCE", "hbce-hard": "HBCE hard", "mcloss": "MCLoss"}
+LOSSES: dict[str, str] = {"bce": "BCE", "hbce": "HBCE", "hbce-hard": "HBCE hard", "mcloss": "MCLoss",
+                          "hbce-hinge": "HBCE hinge λ=1"}
+#: The losses ``hierloss demo`` and :func:`compare_losses` train unless told otherwise.
+DEFAULT_LOSSES: tuple[str, ...] = ("bce", "hbce", "hbce-hard", "mcloss")
 
 #: Labels C-HMCNN leaves out of AU(PRC): the three Gene Ontology roots (its ``to_skip``; the artificial ``root``
 #: is never a label in hierloss).
@@ -105,7 +109,9 @@ def build_criterion(loss: str, hierarchy: Hierarchy) -> nn.Module:
     """The training criterion named ``loss`` (a key of :data:`LOSSES`), called as ``criterion(logits, target)``.
 
     ``'bce'``: ``nn.BCEWithLogitsLoss``; ``'hbce'``: ``HBCELoss(hierarchy)`` (default mode); ``'hbce-hard'``:
-    ``HBCELoss(hierarchy, mode='hard')`` (the reference's penalty); ``'mcloss'``: ``MCLoss(hierarchy)``.
+    ``HBCELoss(hierarchy, mode='hard')`` (the reference's penalty); ``'mcloss'``: ``MCLoss(hierarchy)``;
+    ``'hbce-hinge'``: ``HBCELoss(hierarchy, mode='hinge', scale=1.0)`` (the probability hinge, hierloss's default
+    before 0.1's ``'logit_hinge'``).
     """
     from hierloss.losses import HBCELoss
 
@@ -115,6 +121,8 @@ def build_criterion(loss: str, hierarchy: Hierarchy) -> nn.Module:
         return HBCELoss(hierarchy)
     if loss == "hbce-hard":
         return HBCELoss(hierarchy, mode="hard")
+    if loss == "hbce-hinge":
+        return HBCELoss(hierarchy, mode="hinge", scale=1.0)
     if loss == "mcloss":
         from hierloss.losses import MCLoss
 
@@ -258,7 +266,7 @@ def evaluate(probs: Any, target: Any, hierarchy: Hierarchy,
 
 
 def compare_losses(X_train: Any, Y_train: Any, X_test: Any, Y_test: Any, hierarchy: Hierarchy,
-                   losses: Sequence[str] = tuple(LOSSES), config: TrainConfig = TrainConfig(),
+                   losses: Sequence[str] = DEFAULT_LOSSES, config: TrainConfig = TrainConfig(),
                    with_coherent: bool = True, progress: bool = False,
                    on_result: Callable[[Result], None] | None = None) -> list[Result]:
     """Train one model per loss and score it on the test split (raw, and after ``coherent`` unless MCLoss).

@@ -68,7 +68,7 @@ def test_hbce_names_select_their_mode(name: str) -> None:
     assert isinstance(module, hierloss.HBCELoss)
     default = inspect.signature(hierloss.HBCELoss).parameters["mode"].default
     expected = {"hbce": default, "hbce-hard": "hard", "hbce-soft": "soft", "hbce-hinge": "hinge",
-                "hbce-squared-hinge": "squared_hinge"}[name]
+                "hbce-squared-hinge": "squared_hinge", "hbce-logit-hinge": "logit_hinge"}[name]
     assert module.mode == expected
 
 
@@ -79,7 +79,7 @@ def test_trainable_modes_push_a_violation_apart() -> None:
     parent, child = hierarchy.labels.index("Cardiac"), hierarchy.labels.index("Cardiomegaly")
     logits[0, parent], logits[0, child] = -1.0, 1.0
     target = torch.full((1, 21), float("nan"))  # no BCE term: only the penalty acts
-    for name in ("hbce", "hbce-soft", "hbce-hinge"):
+    for name in ("hbce", "hbce-soft", "hbce-hinge", "hbce-logit-hinge"):
         x = logits.clone().requires_grad_(True)
         build_criterion(name, hierarchy, 1.0)(x, target).backward()
         assert x.grad is not None and x.grad[0, parent] < 0 < x.grad[0, child], name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -15,9 +16,12 @@ from hypothesis import strategies as st
 from hierloss import HBCELoss, Hierarchy, HierarchyPenalty
 from hierloss.functional import hbce_loss
 from hierloss.hierarchies import chexpert
+from hierloss.losses import hbce as hbce_module
 from hierloss.penalties import ConditionalPenalty, FixedPenalty
 
-MODES = ("soft", "hard", "hinge", "squared_hinge")
+MODES = ("soft", "hard", "hinge", "squared_hinge", "logit_hinge")
+TRAINABLE = ("soft", "hinge", "squared_hinge", "logit_hinge")
+DIFFERENCE = ("hinge", "squared_hinge", "logit_hinge")
 
 
 @pytest.fixture
@@ -75,6 +79,8 @@ def naive_hbce(logits: torch.Tensor, target: torch.Tensor, h: Hierarchy, weights
                 term = torch.sigmoid((threshold - pp) / temperature) * torch.sigmoid((pc - threshold) / temperature)
             elif mode == "hinge":
                 term = torch.clamp(pc - pp, min=0)
+            elif mode == "logit_hinge":
+                term = torch.clamp(logits[n, c] - logits[n, p], min=0)
             else:
                 term = torch.clamp(pc - pp, min=0) ** 2
             pen = pen + scale * w * term
@@ -146,10 +152,20 @@ def test_scale_zero_or_no_edges_equals_bce(mode: str) -> None:
 
 
 # ---------------------------------------------------------------- naive loops, values and gradients
+@pytest.fixture(params=["dense", "gather"])
+def edge_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test through both ways the fused loss reads edges: the dense incidence GEMM (small hierarchies,
+    difference modes) and the row gather / scatter (large hierarchies, every mode)."""
+    if request.param == "gather":
+        monkeypatch.setattr(hbce_module, "DENSE_MAX_ENTRIES", 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("edge_reduction", ["sum", "mean"])
-def test_matches_naive_loop(dag: Hierarchy, mode: str, edge_reduction: str) -> None:
-    """Values and gradients equal a per-sample, per-edge loop, with pos_weight and NaN / ignored targets."""
+def test_matches_naive_loop(dag: Hierarchy, mode: str, edge_reduction: str, edge_path: str) -> None:
+    """Values and gradients equal a per-sample, per-edge loop, with pos_weight and NaN / ignored targets, through
+    both edge paths."""
     torch.manual_seed(2)
     x = (torch.randn(7, dag.num_labels, dtype=torch.float64) * 2).requires_grad_()
     y = (torch.rand(7, dag.num_labels) < 0.4).double()
@@ -168,9 +184,9 @@ def test_matches_naive_loop(dag: Hierarchy, mode: str, edge_reduction: str) -> N
     assert torch.isfinite(got_grad).all()
 
 
-@pytest.mark.parametrize("mode", ["soft", "hinge", "squared_hinge"])
-def test_gradcheck_float64(dag: Hierarchy, mode: str) -> None:
-    """float64 gradcheck of the fused analytic backward of every trainable mode."""
+@pytest.mark.parametrize("mode", TRAINABLE)
+def test_gradcheck_float64(dag: Hierarchy, mode: str, edge_path: str) -> None:
+    """float64 gradcheck of the fused analytic backward of every trainable mode, through both edge paths."""
     torch.manual_seed(3)
     x = (torch.randn(5, dag.num_labels, dtype=torch.float64) * 2).requires_grad_()
     y = (torch.rand(5, dag.num_labels) < 0.5).double()
@@ -178,6 +194,80 @@ def test_gradcheck_float64(dag: Hierarchy, mode: str) -> None:
     crit = HBCELoss(dag, penalties=[1.0, 2.0, 0.5, 1.0, 3.0], scale=0.8, mode=mode, temperature=0.3,
                     reduction="none", pos_weight=torch.full((dag.num_labels,), 2.0, dtype=torch.float64))
     assert torch.autograd.gradcheck(lambda z: crit(z, y), (x,))
+
+
+def test_logit_hinge_is_positive_on_the_same_edges_as_hinge(dag: Hierarchy) -> None:
+    """The logit hinge is max(0, z_child − z_parent): zero exactly where the probability hinge is zero, and its
+    gradient does not vanish where the probabilities saturate (both logits far below zero)."""
+    torch.manual_seed(11)
+    x = torch.randn(64, dag.num_labels, dtype=torch.float64) * 3
+    per_edge = dict(reduction="none", edge_reduction="sum", scale=1.0)
+    for i, (par, chi) in enumerate(dag.edge_indices):
+        weights = [float(k == i) for k in range(dag.num_edges)]
+        logit = HierarchyPenalty(dag, penalties=weights, mode="logit_hinge", **per_edge)(x)
+        prob = HierarchyPenalty(dag, penalties=weights, mode="hinge", **per_edge)(x)
+        torch.testing.assert_close(logit, (x[:, chi] - x[:, par]).clamp_min(0))
+        assert torch.equal(logit > 0, prob > 0)
+    h = Hierarchy.from_edges([("p", "c")])
+    z = torch.tensor([[-30.0, -20.0]], dtype=torch.float64, requires_grad=True)  # p ≈ 1e-13 < c ≈ 2e-9
+    (g_logit,) = torch.autograd.grad(HierarchyPenalty(h, mode="logit_hinge", scale=1.0)(z), z)
+    (g_prob,) = torch.autograd.grad(HierarchyPenalty(h, mode="hinge", scale=1.0)(z), z)
+    assert g_logit.tolist() == [[-1.0, 1.0]]
+    assert g_prob.abs().max() < 1e-8
+
+
+def test_default_scale_depends_on_the_mode(dag: Hierarchy) -> None:
+    """scale=None is 0.1 for the default 'logit_hinge' and 1.0 for every other mode; an explicit scale wins."""
+    assert HBCELoss(dag).mode == "logit_hinge" and HBCELoss(dag).scale == 0.1
+    assert HierarchyPenalty(dag).scale == 0.1
+    for mode in ("soft", "hard", "hinge", "squared_hinge"):
+        assert HBCELoss(dag, mode=mode).scale == 1.0 and HierarchyPenalty(dag, mode=mode).scale == 1.0
+    assert HBCELoss(dag, scale=2.0).scale == 2.0
+    x, y = torch.randn(4, 6), (torch.rand(4, 6) < 0.5).float()
+    torch.testing.assert_close(hbce_loss(x, y, dag.edge_index, torch.ones(5)),
+                               hbce_loss(x, y, dag.edge_index, torch.ones(5), scale=0.1, mode="logit_hinge"))
+
+
+@pytest.mark.parametrize("mode", DIFFERENCE)
+def test_dense_and_gather_paths_agree(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CheXpert (dense path by default) the two edge paths give the same loss and gradient, with masking."""
+    h = chexpert()
+    torch.manual_seed(12)
+    x = (torch.randn(33, h.num_labels) * 2).requires_grad_()
+    y = (torch.rand(33, h.num_labels) < 0.3).float()
+    y[3, 4] = float("nan")
+    crit = HBCELoss(h, penalties=torch.rand(h.num_edges).tolist(), scale=0.7, mode=mode, reduction="none",
+                    pos_weight=torch.rand(h.num_labels) + 0.5)
+    g = torch.rand(33)
+    dense = crit(x, y)
+    (g_dense,) = torch.autograd.grad(dense, x, g)
+    monkeypatch.setattr(hbce_module, "DENSE_MAX_ENTRIES", 0)
+    gather = crit(x, y)
+    (g_gather,) = torch.autograd.grad(gather, x, g)
+    torch.testing.assert_close(dense, gather)
+    torch.testing.assert_close(g_dense, g_gather)
+
+
+def test_cpu_nan_free_shortcut_equals_the_masked_path(dag: Hierarchy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU a float target without NaN skips the NaN mask; forcing the mask gives the same loss and gradient."""
+    from hierloss import _masking
+
+    torch.manual_seed(13)
+    x = torch.randn(10, 6, requires_grad=True)
+    y = (torch.rand(10, 6) < 0.5).float()
+    assert _masking.target_mask(y, None)[1] is None
+    assert _masking.target_mask(torch.where(y > 0, float("nan"), y), None)[1] is not None
+    for mode in MODES:
+        crit = HBCELoss(dag, mode=mode, reduction="none", pos_weight=torch.full((6,), 1.5))
+        fast = crit(x, y)
+        (g_fast,) = torch.autograd.grad(fast.sum(), x)
+        with monkeypatch.context() as m:
+            m.setattr(_masking, "_nan_free_on_cpu", lambda target: False)
+            assert _masking.target_mask(y, None)[1] is not None
+            masked = crit(x, y)
+            (g_masked,) = torch.autograd.grad(masked.sum(), x)
+        torch.testing.assert_close(fast, masked)
+        torch.testing.assert_close(g_fast, g_masked)
 
 
 def test_from_probabilities_matches_from_logits(dag: Hierarchy) -> None:
@@ -217,7 +307,7 @@ def test_hard_penalty_zero_iff_coherent_at_threshold(probs: list[float]) -> None
 
 @settings(max_examples=40, deadline=None)
 @given(st.floats(0.01, 0.99), st.floats(0.01, 0.98), st.floats(0.001, 0.02),
-       st.sampled_from(["soft", "hinge", "squared_hinge"]))
+       st.sampled_from(list(TRAINABLE)))
 def test_trainable_penalties_nonnegative_and_monotone(parent: float, child: float, step: float, mode: str) -> None:
     """Trainable penalties are >= 0, never decrease as the child rises, never increase as the parent rises."""
     h = Hierarchy.from_edges([("p", "c")])
@@ -244,7 +334,7 @@ def test_soft_gradient_raises_parent_lowers_child() -> None:
     """On a violation, descending the soft penalty raises the parent logit and lowers the child logit."""
     h = Hierarchy.from_edges([("p", "c")])
     x = torch.tensor([[-0.5, 0.5]], requires_grad=True)
-    for mode in ("soft", "hinge", "squared_hinge"):
+    for mode in TRAINABLE:
         (grad,) = torch.autograd.grad(HierarchyPenalty(h, mode=mode, temperature=0.5)(x), x)
         assert grad[0, 0] < 0 < grad[0, 1]
 
@@ -294,8 +384,13 @@ def test_closure_penalises_ancestor_pairs() -> None:
 
 def test_argument_errors(dag: Hierarchy) -> None:
     """Bad hyper-parameters and shapes raise errors quoting the offending value."""
-    with pytest.raises(ValueError, match="mode must be one of 'soft', 'hard', 'hinge', 'squared_hinge', got 'fuzzy'"):
+    with pytest.raises(ValueError, match="mode must be one of 'soft', 'hard', 'hinge', 'squared_hinge', "
+                                         "'logit_hinge', got 'fuzzy'"):
         HBCELoss(dag, mode="fuzzy")
+    for bad in (-0.5, float("nan"), float("inf"), "1"):
+        want = f"scale must be a finite number >= 0 (or None for the mode's default), got {bad!r}"
+        with pytest.raises(ValueError, match=re.escape(want)):
+            HBCELoss(dag, scale=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"threshold must be a probability in \(0, 1\), got 1\.5"):
         HBCELoss(dag, threshold=1.5)
     with pytest.raises(ValueError, match="temperature must be a positive finite number, got 0"):
@@ -375,6 +470,7 @@ def test_compile_fullgraph(dag: Hierarchy, mode: str, from_logits: bool) -> None
     x.requires_grad_()
     y = (torch.rand(8, 6) < 0.5).float()
     y[0, 0], y[1, 1] = float("nan"), -1.0
+    torch._dynamo.reset()  # one cache entry per parametrisation would exceed Dynamo's recompile limit
     compiled = torch.compile(crit, fullgraph=True, backend="aot_eager")
     loss = compiled(x, y)
     (g,) = torch.autograd.grad(loss, x)

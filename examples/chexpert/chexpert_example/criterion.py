@@ -16,7 +16,7 @@ __all__ = ["BCE_FAMILY", "HBCE_MODES", "LOSSES", "PenalisedLoss", "available_los
            "prediction_transform"]
 
 #: ``hbce-<mode>`` → ``HBCELoss`` ``mode``; ``hbce`` is the library's default mode (``None``: whatever
-#: ``hierloss.HBCELoss`` defaults to, ``'hinge'`` today). ``hbce-hard`` is the reference's loss: its penalty adds to
+#: ``hierloss.HBCELoss`` defaults to: ``'logit_hinge'``). ``hbce-hard`` is the reference's loss: its penalty adds to
 #: the loss value but has zero gradient, so it trains exactly like ``bce``.
 HBCE_MODES: dict[str, str | None] = {
     "hbce": None,
@@ -24,6 +24,7 @@ HBCE_MODES: dict[str, str | None] = {
     "hbce-soft": "soft",
     "hbce-hinge": "hinge",
     "hbce-squared-hinge": "squared_hinge",
+    "hbce-logit-hinge": "logit_hinge",
 }
 # Other multi-label losses of hierloss: --loss name → class name, looked up in ``hierloss`` then
 # ``hierloss.losses`` when the loss is built (so the example follows the library as losses are added).
@@ -66,15 +67,16 @@ class PenalisedLoss(nn.Module):
         return out
 
 
-def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgePenalties | float = 1.0, scale: float = 1.0,
-                    edge_reduction: str | None = None, add_penalty: str | None = None) -> nn.Module:
+def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgePenalties | float = 1.0,
+                    scale: float | None = None, edge_reduction: str | None = None,
+                    add_penalty: str | None = None) -> nn.Module:
     """The training loss for ``--loss name``; every returned module takes ``(logits, target)``.
 
     * ``bce``: ``HBCELoss`` with ``scale=0``, which hierloss defines as BCE-with-logits (mean over labels, then
       samples) and which leaves NaN targets out.
     * ``hbce`` (the library's default mode), ``hbce-hard``, ``hbce-soft``, ``hbce-hinge``,
-      ``hbce-squared-hinge``: ``HBCELoss`` in that mode with ``penalties`` and ``scale`` (λ). ``hbce-hard`` is the
-      paper's loss: it reports the penalty but its gradient is plain BCE's.
+      ``hbce-squared-hinge``, ``hbce-logit-hinge``: ``HBCELoss`` in that mode with ``penalties`` and ``scale``
+      (λ). ``hbce-hard`` is the paper's loss: it reports the penalty but its gradient is plain BCE's.
     * ``asl``, ``focal``, ``zlpr``, ``msml``, ``mcloss``: hierloss's other losses with their defaults (given the
       hierarchy when their constructor takes one), optionally plus ``HierarchyPenalty`` in mode ``add_penalty``.
 
@@ -82,7 +84,8 @@ def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgePenalties | 
         name: one of :data:`LOSSES`.
         hierarchy: the label hierarchy.
         penalties: the edge penalties (an ``EdgePenalties`` or a fixed β).
-        scale: λ, multiplies every penalty.
+        scale: λ, multiplies every penalty (``None``: hierloss's default for the mode, 0.1 for ``'logit_hinge'``
+            and 1.0 for the others).
         edge_reduction: ``'sum'`` / ``'mean'`` of the penalty over edges (``None``: hierloss's default for the
             mode; ``'sum'`` for ``'hard'`` as in the reference).
         add_penalty: for the non-BCE losses, a ``HierarchyPenalty`` mode to add (``None``: none).

@@ -11,10 +11,27 @@ from torch import Tensor
 
 from hierloss.hierarchy import Hierarchy
 
-__all__ = ["MODES", "check_penalty_args", "resolve_edges"]
+__all__ = ["DIFFERENCE_MODES", "MODES", "check_penalty_args", "resolve_edges", "resolve_scale"]
 
-MODES: tuple[str, ...] = ("soft", "hard", "hinge", "squared_hinge")
+MODES: tuple[str, ...] = ("soft", "hard", "hinge", "squared_hinge", "logit_hinge")
+#: Modes whose penalty is a function of ``v_child − v_parent`` only (the fused loss reads them with one GEMM).
+DIFFERENCE_MODES: tuple[str, ...] = ("hinge", "squared_hinge", "logit_hinge")
 EDGE_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
+#: ``scale=None`` means this λ for the mode (1.0 for modes not listed); see ``docs/hbce.md`` for the evidence.
+DEFAULT_SCALES: dict[str, float] = {"logit_hinge": 0.1}
+
+
+def resolve_scale(mode: str, scale: float | None) -> float:
+    """The effective λ: ``scale``, or the mode's default (:data:`DEFAULT_SCALES`, else 1.0) when ``None``.
+
+    Raises:
+        ValueError: if ``scale`` is negative, NaN or infinite (a negative λ would reward violations).
+    """
+    if scale is None:
+        return DEFAULT_SCALES.get(mode, 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"scale must be a finite number >= 0 (or None for the mode's default), got {scale!r}")
+    return float(scale)
 
 
 def check_penalty_args(mode: str, threshold: float, temperature: float, edge_reduction: str | None) -> str:

@@ -20,94 +20,166 @@ from torch import Tensor, nn
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_samples
 from hierloss.hierarchy import Hierarchy
-from hierloss.losses._edges import check_penalty_args, resolve_edges
-from hierloss.losses.hierarchy_penalty import DEFAULT_MODE, DEFAULT_TEMPERATURE, edge_terms
+from hierloss.losses._edges import DIFFERENCE_MODES, check_penalty_args, resolve_edges, resolve_scale
+from hierloss.losses.hierarchy_penalty import CLIP, DEFAULT_MODE, DEFAULT_TEMPERATURE, edge_terms, penalty_space
 
 __all__ = ["HBCELoss", "hbce_loss"]
 
-_CLIP = 1e-7  # the reference's (Keras') probability clipping
+
+#: Largest ``E·C`` for which the difference modes read the edges with a dense ``(E, C)`` incidence matmul instead of
+#: row gathers: at CheXpert size (420) one small GEMM each way beats the transposes and bags of the gather path
+#: (2.2x vs 2.7x BCE at N = 4096 on one CPU thread); they break even near 2,000 and the GEMM's ``N·E·C``
+#: multiply-adds lose beyond (3.3x vs 2.6x at ``E·C`` = 4,032).
+DENSE_MAX_ENTRIES = 2048
+
+
+def _incidence(edge_index: Tensor, num_labels: int, like: Tensor) -> Tensor:
+    """``(E, C)`` signed incidence matrix: ``+1`` at each edge's child, ``−1`` at its parent (dtype of ``like``)."""
+    inc = like.new_zeros(edge_index.shape[1], num_labels)
+    return inc.scatter_(1, edge_index[1].unsqueeze(1), 1.0).scatter_(1, edge_index[0].unsqueeze(1), -1.0)
+
+
+def _bag_plan(index: Tensor, num_labels: int) -> tuple[Tensor, Tensor]:
+    """``(order, offsets)`` grouping the ``2E`` entries of ``index = cat(parents, children)`` by label.
+
+    ``order`` sorts ``index`` (stably); label ``c``'s incidences are ``order[offsets[c]:offsets[c + 1]]``. Counts
+    come from ``index_add_`` and a cumulative sum, so nothing is read back from an accelerator.
+    """
+    order = torch.argsort(index, stable=True)
+    counts = torch.zeros(num_labels, dtype=torch.long, device=index.device).index_add_(0, index,
+                                                                                        torch.ones_like(index))
+    return order, torch.cumsum(counts, 0) - counts
+
+
+#: What :class:`HBCELoss` precomputes once: the dense incidence (``None`` above :data:`DENSE_MAX_ENTRIES`) and the
+#: bag plan of :func:`_bag_plan`.
+_Plan = tuple[Tensor | None, Tensor | None, Tensor | None]
 
 
 class _FusedHBCE(torch.autograd.Function):
-    """Per-sample HBCE from logits with an analytic backward; the sigmoid is computed once and shared.
+    """Per-sample HBCE from logits with an analytic backward.
 
-    The parent and child columns of every edge are read with one ``index_select`` of ``cat(parents, children)``
-    and their gradients written back with ``index_add_``, on a ``(C, N)`` copy of the probabilities so that each
-    edge moves two contiguous rows (measured 3-5x faster than gathering columns of the ``(N, C)`` layout).
-    ``target`` arrives cleaned (NaN and ignored entries set to 0) and ``valid`` is a float 0/1 mask of the targets
-    that count (``None``: all). ``weight`` holds ``scale · w_e`` (divided by ``E`` for ``edge_reduction='mean'``).
-    Gradients flow to ``logits`` only.
+    The BCE is ``softplus(x) − x·y`` (PyTorch's ``binary_cross_entropy_with_logits`` with ``pos_weight``); its
+    gradient ``σ(x) − y`` is written directly. The edges are read in one of two ways:
+
+    * ``incidence`` given (the difference modes on small hierarchies): ``gap = v @ incidenceᵀ`` is every
+      ``v_child − v_parent`` in one GEMM, and the backward is one GEMM with the weighted incidence matrix;
+    * otherwise, rows of a ``(C, N)`` copy of ``v`` (each edge moves two contiguous rows, 3-5x faster than
+      gathering columns of the ``(N, C)`` layout): for the difference modes one ``embedding_bag`` with bags
+      ``((child, +1), (parent, −1))`` computes every gap, and another, with one bag per label of its signed,
+      weighted edges, writes the gradient back (4-5x faster than ``index_select`` + ``sub`` and two
+      ``index_add_`` at GO size); ``'soft'`` and ``'hard'`` gather ``cat(parents, children)`` with one
+      ``index_select`` and scatter with ``index_add_``.
+
+    ``v`` is the logits for ``'logit_hinge'`` (no sigmoid derivative in the backward) and the probabilities for
+    the other modes. ``target`` arrives cleaned (NaN and ignored entries set to 0) and ``valid`` is a float 0/1
+    mask of the targets that count (``None``: all). ``weight`` holds ``scale · w_e`` (divided by ``E`` for
+    ``edge_reduction='mean'``). Gradients flow to ``logits`` only.
     """
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, target: Tensor, valid: Tensor | None, pos_weight: Tensor | None,
-                index: Tensor, weight: Tensor, mode: str, threshold: float, temperature: float) -> Tensor:
+                index: Tensor, weight: Tensor, incidence: Tensor | None, order: Tensor | None,
+                offsets: Tensor | None, mode: str, threshold: float, temperature: float) -> Tensor:
         num_edges = weight.shape[0]
-        s = torch.sigmoid(logits)
-        bce = torch.addcmul(F.softplus(logits), logits, target, value=-1)  # softplus(x) − x·y
-        if pos_weight is not None:  # + (pw − 1)·y·softplus(−x)
-            bce = bce + (pos_weight - 1) * target * F.softplus(-logits)
+        if pos_weight is None:  # softplus(x) − x·y: one transcendental pass, fewer than PyTorch's composite form
+            bce = torch.addcmul(F.softplus(logits), logits, target, value=-1)
+        else:
+            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=pos_weight)
         if valid is None:
-            count = logits.new_full((logits.shape[0],), float(logits.shape[1]))
+            count = None
             per_sample = bce.mean(1)
         else:
             count = valid.sum(1).clamp_min_(1)
             per_sample = (bce * valid).sum(1) / count
-        probs = s.t().contiguous()  # (C, N)
-        gathered = probs.index_select(0, index)  # (2E, N)
-        p_par, p_chi = gathered[:num_edges], gathered[num_edges:]
+        in_logits = mode == "logit_hinge"
+        s = None if in_logits else torch.sigmoid(logits)
+        v = logits if s is None else s
         aux: tuple[Tensor, ...] = ()
-        if mode == "soft":
-            a = torch.sigmoid((threshold - p_par) / temperature)
-            b = torch.sigmoid((p_chi - threshold) / temperature)
-            terms = a * b
-            aux = (a, b)
-        elif mode == "hard":
-            terms = ((p_par < threshold) & (p_chi > threshold)).to(s.dtype)
-        else:
-            terms = torch.sub(p_chi, p_par).relu_()
-            aux = (terms,)
-            if mode == "squared_hinge":
-                terms = terms * terms
-        per_sample = torch.addmv(per_sample, terms.t(), weight)
+        if incidence is not None:  # difference modes, small hierarchy
+            gap = torch.mm(v, incidence.t()).relu_()  # (N, E): max(0, v_child − v_parent)
+            per_sample = torch.addmv(per_sample, gap * gap if mode == "squared_hinge" else gap, weight)
+            aux = (gap,)
+        elif num_edges:
+            vt = v.t().contiguous()  # (C, N)
+            if mode in DIFFERENCE_MODES:  # one bag of (child, +1), (parent, −1) per edge: v_child − v_parent
+                pairs = torch.stack([index[num_edges:], index[:num_edges]], 1)
+                ones = weight.new_ones(num_edges).to(v.dtype)
+                gap = F.embedding_bag(pairs, vt, per_sample_weights=torch.stack([ones, -ones], 1),
+                                      mode="sum").relu_()  # (E, N)
+                terms = gap * gap if mode == "squared_hinge" else gap
+                aux = (vt, gap)
+            else:
+                gathered = vt.index_select(0, index)  # (2E, N)
+                v_par, v_chi = gathered[:num_edges], gathered[num_edges:]
+                if mode == "soft":
+                    a = torch.sigmoid((threshold - v_par) / temperature)
+                    b = torch.sigmoid((v_chi - threshold) / temperature)
+                    terms = a * b
+                    aux = (vt, a, b)
+                else:
+                    terms = ((v_par < threshold) & (v_chi > threshold)).to(v.dtype)
+            per_sample = torch.addmv(per_sample, terms.t(), weight)
         ctx.mode, ctx.temperature, ctx.num_edges = mode, temperature, num_edges
-        ctx.has_valid, ctx.has_pw = valid is not None, pos_weight is not None
-        extra = [t for t in (valid, pos_weight) if t is not None]
-        ctx.save_for_backward(logits, s, probs, target, count, index, weight, *extra, *aux)
+        ctx.dense, ctx.has_s = incidence is not None, s is not None
+        opt = (valid, pos_weight, count, incidence, s, order, offsets)
+        ctx.present = tuple(t is not None for t in opt)
+        ctx.save_for_backward(logits, target, index, weight, *(t for t in opt if t is not None), *aux)
         return per_sample
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         saved = ctx.saved_tensors
-        logits, s, probs, target, count, index, weight = saved[:7]
-        k = 7  # optional tensors follow in save order (indexing, not list.pop: Dynamo traces tuples only)
-        valid = saved[k] if ctx.has_valid else None
-        k += int(ctx.has_valid)
-        pos_weight = saved[k] if ctx.has_pw else None
-        k += int(ctx.has_pw)
-        rest = saved[k:]
-        dbce = s - target
-        if pos_weight is not None:  # − (pw − 1)·y·(1 − s)
-            dbce = dbce - (pos_weight - 1) * target * torch.sigmoid(-logits)
+        logits, target, index, weight = saved[:4]
+        k = 4  # optional tensors follow in save order (indexing, not list.pop: Dynamo traces tuples only)
+        opt: list[Tensor | None] = []
+        for present in ctx.present:
+            opt.append(saved[k] if present else None)
+            k += int(present)
+        valid, pos_weight, count, incidence, s, order, offsets = opt
+        aux = saved[k:]
+        none = (None,) * 11
+        sig = torch.sigmoid(logits) if s is None else s
+        if pos_weight is None:
+            dbce = sig.sub_(target) if s is None else sig - target  # s itself is still needed below
+        else:  # pw·y·(s − 1) + (1 − y)·s = s·(1 + (pw − 1)·y) − pw·y
+            dbce = torch.addcmul(sig, sig, target * (pos_weight - 1)).sub_(target * pos_weight)
         if valid is not None:
-            dbce = dbce * valid
-        grad = dbce * (grad_out / count).unsqueeze(1)
-        if ctx.mode == "hard" or ctx.num_edges == 0:
-            return grad, None, None, None, None, None, None, None, None
-        parents, children = index[:ctx.num_edges], index[ctx.num_edges:]
-        w = weight.unsqueeze(1)
-        d_prob = torch.zeros_like(probs)  # (C, N)
-        if ctx.mode == "soft":
-            a, b = rest
-            w = w / ctx.temperature
-            d_prob.index_add_(0, parents, -(a * (1 - a) * b) * w).index_add_(0, children, (b * (1 - b) * a) * w)
+            dbce.mul_(valid)
+        # grad = g ⊙ (dbce / count + P), P the penalty's gradient. With nothing masked count = C in every row, and
+        # grad = (g / C) ⊙ (dbce + C·P): C goes into the (tiny) edge weights and saves a pass over (N, C).
+        if count is None:
+            row, pen_w = grad_out / logits.shape[1], weight * logits.shape[1]
         else:
-            (gap,) = rest
-            d_chi = torch.sign(gap).mul_(w) if ctx.mode == "hinge" else gap * (2 * w)  # gap >= 0
-            d_prob.index_add_(0, children, d_chi).index_add_(0, parents, d_chi, alpha=-1)
-        d_logit = (d_prob * torch.addcmul(probs, probs, probs, value=-1)).t().contiguous()  # · σ'(x) = s − s²
-        grad = torch.addcmul(grad, d_logit, grad_out.unsqueeze(1))
-        return grad, None, None, None, None, None, None, None, None
+            dbce.div_(count.unsqueeze(1))
+            row, pen_w = grad_out, weight
+        if ctx.mode == "hard" or ctx.num_edges == 0:
+            return (dbce.mul_(row.unsqueeze(1)), *none)
+        if incidence is not None:
+            (gap,) = aux
+            d_gap = torch.sign(gap) if ctx.mode != "squared_hinge" else gap * 2  # gap >= 0
+            pen = torch.mm(d_gap, incidence * pen_w.unsqueeze(1))  # (N, C)
+            if s is not None:  # · σ'(x) = s − s²
+                pen.mul_(torch.addcmul(s, s, s, value=-1))
+            return (dbce.add_(pen).mul_(row.unsqueeze(1)), *none)
+        vt = aux[0]
+        if ctx.mode == "soft":
+            parents, children = index[:ctx.num_edges], index[ctx.num_edges:]
+            a, b = aux[1:]
+            w = pen_w.unsqueeze(1) / ctx.temperature
+            d_vt = torch.zeros_like(vt)  # (C, N)
+            d_vt.index_add_(0, parents, -(a * (1 - a) * b) * w).index_add_(0, children, (b * (1 - b) * a) * w)
+        else:  # per label, one bag of its edges' gradients: +w_e where it is the child, −w_e where the parent
+            gap = aux[1]
+            d_gap = torch.sign(gap) if ctx.mode != "squared_hinge" else gap * 2  # gap >= 0
+            assert order is not None and offsets is not None
+            rows = torch.remainder(order, ctx.num_edges)  # the edge of each (label, edge) incidence
+            signed = torch.cat([-pen_w, pen_w]).index_select(0, order)
+            d_vt = F.embedding_bag(rows, d_gap, offsets, per_sample_weights=signed.to(d_gap.dtype), mode="sum")
+        if s is not None:  # · σ'(x) = s − s²
+            d_vt.mul_(torch.addcmul(vt, vt, vt, value=-1))
+        # a transpose and a contiguous add are faster than one strided add
+        return (dbce.add_(d_vt.t().contiguous()).mul_(row.unsqueeze(1)), *none)
 
 
 def _check_shapes(input: Tensor, target: Tensor, edge_index: Tensor, edge_weight: Tensor,
@@ -128,7 +200,7 @@ def hbce_loss(
     target: Tensor,
     edge_index: Tensor,
     edge_weight: Tensor,
-    scale: float = 1.0,
+    scale: float | None = None,
     mode: str = DEFAULT_MODE,
     threshold: float = 0.5,
     temperature: float = DEFAULT_TEMPERATURE,
@@ -146,9 +218,11 @@ def hbce_loss(
             BCE mean of their sample (the penalty depends on predictions only).
         edge_index: ``(2, E)`` long tensor, parents in row 0 (``hierarchy.edge_index``).
         edge_weight: ``(E,)`` penalties ``w_e``.
-        scale: λ; the effective weight of edge ``e`` is ``scale · w_e``. ``scale=0`` gives plain BCE.
-        mode: ``'hinge'`` (default), ``'squared_hinge'``, ``'soft'`` or ``'hard'`` (the reference indicator, whose
-            gradient is zero: it changes the loss value but never the training).
+        scale: λ; the effective weight of edge ``e`` is ``scale · w_e``. ``scale=0`` gives plain BCE. ``None``
+            (default) is the mode's default: 0.1 for ``'logit_hinge'``, 1.0 for the others.
+        mode: ``'logit_hinge'`` (default: ``max(0, z_child − z_parent)`` on logits), ``'hinge'``,
+            ``'squared_hinge'``, ``'soft'`` or ``'hard'`` (the reference indicator, whose gradient is zero: it
+            changes the loss value but never the training). See :func:`~hierloss.losses.hierarchy_penalty.edge_terms`.
         threshold: decision threshold of ``'hard'`` and ``'soft'``.
         temperature: temperature of ``'soft'``.
         reduction: ``'mean'`` over samples, ``'sum'`` over samples, or ``'none'`` for the ``(N,)`` vector. Note
@@ -174,22 +248,39 @@ def hbce_loss(
         >>> round(hbce_loss(logits, target, h.edge_index, torch.ones(1), scale=0.0).item(), 4)
         0.7201
     """
+    return _hbce_loss(input, target, edge_index, edge_weight, scale, mode, threshold, temperature, reduction,
+                      from_logits, pos_weight, ignore_index, edge_reduction, None)
+
+
+def _hbce_loss(input: Tensor, target: Tensor, edge_index: Tensor, edge_weight: Tensor, scale: float | None,
+               mode: str, threshold: float, temperature: float, reduction: str, from_logits: bool,
+               pos_weight: Tensor | None, ignore_index: float | None, edge_reduction: str | None,
+               plan: _Plan | None) -> Tensor:
+    """:func:`hbce_loss` with an optional precomputed edge plan (``HBCELoss`` keeps one in buffers)."""
     edge_red = check_penalty_args(mode, threshold, temperature, edge_reduction)
+    scale = resolve_scale(mode, scale)
     check_reduction(reduction)
     _check_shapes(input, target, edge_index, edge_weight, pos_weight)
     num_edges = edge_index.shape[1]
     with torch.autocast(device_type=input.device.type, enabled=False):
         x = input if input.dtype == torch.float64 else input.float()  # low precision computes in float32
         pw = None if pos_weight is None else pos_weight.to(x.dtype)
-        weight = edge_weight.to(x.dtype) * scale
-        if edge_red == "mean" and num_edges:
-            weight = weight / num_edges
+        weight = edge_weight.to(x.dtype) * (scale / num_edges if edge_red == "mean" and num_edges else scale)
         clean, valid_mask = target_mask(target, ignore_index)
         y = clean.to(x.dtype)
         valid = None if valid_mask is None else valid_mask.to(x.dtype)
         if from_logits:
+            index = edge_index.reshape(-1)
+            num_labels = x.shape[1]
+            incidence = order = offsets = None
+            if mode in DIFFERENCE_MODES and 0 < num_edges * num_labels <= DENSE_MAX_ENTRIES:
+                known = None if plan is None else plan[0]
+                incidence = _incidence(edge_index, num_labels, x) if known is None else known.to(x.dtype)
+            elif mode in DIFFERENCE_MODES and num_edges:
+                order, offsets = _bag_plan(index, num_labels) if plan is None or plan[1] is None else plan[1:]
             per_sample = _FusedHBCE.apply(  # type: ignore[no-untyped-call]
-                x, y, valid, pw, edge_index.reshape(-1), weight, mode, float(threshold), float(temperature)
+                x, y, valid, pw, index, weight, incidence, order, offsets, mode, float(threshold),
+                float(temperature)
             )
         else:
             per_sample = _hbce_from_probabilities(x, y, valid, pw, edge_index, weight, mode, threshold, temperature)
@@ -200,11 +291,12 @@ def _hbce_from_probabilities(p: Tensor, y: Tensor, valid: Tensor | None, pos_wei
                              edge_index: Tensor, weight: Tensor, mode: str, threshold: float,
                              temperature: float) -> Tensor:
     """Per-sample HBCE on probabilities, with the reference's clipping; plain autograd."""
-    clipped = p.clamp(_CLIP, 1 - _CLIP)
+    clipped = p.clamp(CLIP, 1 - CLIP)
     positive = torch.log(clipped) * (y if pos_weight is None else y * pos_weight)
     bce = -(positive + (1 - y) * torch.log(1 - clipped))
     bce_mean = bce.mean(1) if valid is None else (bce * valid).sum(1) / valid.sum(1).clamp_min(1)
-    terms = edge_terms(p.index_select(1, edge_index[0]), p.index_select(1, edge_index[1]), mode, threshold,
+    v = penalty_space(p, mode, from_logits=False)
+    terms = edge_terms(v.index_select(1, edge_index[0]), v.index_select(1, edge_index[1]), mode, threshold,
                        temperature)
     return bce_mean + terms @ weight
 
@@ -212,7 +304,8 @@ def _hbce_from_probabilities(p: Tensor, y: Tensor, valid: Tensor | None, pos_wei
 class HBCELoss(nn.Module):
     """Hierarchical BCE loss: BCE plus a penalty on parent → child violations; ``loss(input, target)``.
 
-    ``HBCELoss(hierarchy)`` trains with the default penalty (``mode='hinge'``, averaged over edges, λ = 1);
+    ``HBCELoss(hierarchy)`` trains with the default penalty (``mode='logit_hinge'``, averaged over edges,
+    λ = 0.1);
     ``HBCELoss(hierarchy, penalties=EdgePenalties, scale=λ, mode='hard', from_logits=False)`` is the
     reference loss of Asadi et al. (2025), value for value. See :func:`hbce_loss` for every argument.
 
@@ -224,8 +317,8 @@ class HBCELoss(nn.Module):
         penalties: a float (fixed β on every edge), a length-``E`` sequence/tensor in ``hierarchy.edges`` order,
             a ``{(parent, child): value}`` mapping naming every edge, or an
             :class:`~hierloss.penalties.EdgePenalties`.
-        scale: λ, multiplies every penalty.
-        mode: ``'hinge'`` (default), ``'squared_hinge'``, ``'soft'`` or ``'hard'``.
+        scale: λ, multiplies every penalty; ``None``: the mode's default (0.1 for ``'logit_hinge'``, else 1.0).
+        mode: ``'logit_hinge'`` (default), ``'hinge'``, ``'squared_hinge'``, ``'soft'`` or ``'hard'``.
         threshold: threshold of ``'hard'`` / ``'soft'``.
         temperature: temperature of ``'soft'``.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` over samples.
@@ -250,12 +343,15 @@ class HBCELoss(nn.Module):
     edge_index: Tensor
     edge_weight: Tensor
     pos_weight: Tensor | None
+    _incidence: Tensor | None
+    _bag_order: Tensor
+    _bag_offsets: Tensor
 
     def __init__(
         self,
         hierarchy: Hierarchy,
         penalties: Any = 1.0,
-        scale: float = 1.0,
+        scale: float | None = None,
         mode: str = DEFAULT_MODE,
         threshold: float = 0.5,
         temperature: float = DEFAULT_TEMPERATURE,
@@ -279,7 +375,15 @@ class HBCELoss(nn.Module):
         self.register_buffer("edge_index", edge_index)
         self.register_buffer("edge_weight", edge_weight)
         self.register_buffer("pos_weight", pos_weight)
-        self.scale = float(scale)
+        # Derived constants, rebuilt from the hierarchy (not in state_dict): the dense incidence for small
+        # hierarchies and the bag plan of the gradient scatter.
+        small = 0 < edge_index.shape[1] * hierarchy.num_labels <= DENSE_MAX_ENTRIES
+        order, offsets = _bag_plan(edge_index.reshape(-1), hierarchy.num_labels)
+        self.register_buffer("_incidence", _incidence(edge_index, hierarchy.num_labels, edge_weight) if small else None,
+                             persistent=False)
+        self.register_buffer("_bag_order", order, persistent=False)
+        self.register_buffer("_bag_offsets", offsets, persistent=False)
+        self.scale = resolve_scale(mode, scale)
         self.mode = mode
         self.threshold = float(threshold)
         self.temperature = float(temperature)
@@ -293,9 +397,9 @@ class HBCELoss(nn.Module):
         """Loss of ``input`` (``(N, C)`` logits or probabilities) against ``target`` (``(N, C)``)."""
         if input.ndim != 2 or input.shape[1] != self.hierarchy.num_labels:
             raise ValueError(f"Expected `input` of shape (N, {self.hierarchy.num_labels}), got {tuple(input.shape)}")
-        return hbce_loss(input, target, self.edge_index, self.edge_weight, self.scale, self.mode, self.threshold,
-                         self.temperature, self.reduction, self.from_logits, self.pos_weight, self.ignore_index,
-                         self.edge_reduction)
+        return _hbce_loss(input, target, self.edge_index, self.edge_weight, self.scale, self.mode, self.threshold,
+                          self.temperature, self.reduction, self.from_logits, self.pos_weight, self.ignore_index,
+                          self.edge_reduction, (self._incidence, self._bag_order, self._bag_offsets))
 
     def extra_repr(self) -> str:
         return (f"num_labels={self.hierarchy.num_labels}, num_edges={self.edge_index.shape[1]}, mode={self.mode!r}, "

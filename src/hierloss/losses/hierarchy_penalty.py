@@ -9,37 +9,52 @@ from torch import Tensor, nn
 
 from hierloss._reduction import check_reduction, reduce_samples
 from hierloss.hierarchy import Hierarchy
-from hierloss.losses._edges import check_penalty_args, resolve_edges
+from hierloss.losses._edges import check_penalty_args, resolve_edges, resolve_scale
 
-__all__ = ["DEFAULT_MODE", "DEFAULT_TEMPERATURE", "HierarchyPenalty", "edge_terms", "hierarchy_penalty"]
+__all__ = ["DEFAULT_MODE", "DEFAULT_TEMPERATURE", "HierarchyPenalty", "edge_terms", "hierarchy_penalty",
+           "penalty_space"]
 
-#: Default penalty form, chosen from the trade-off experiments in ``docs/hbce.md``.
-DEFAULT_MODE = "hinge"
+#: Default penalty form, chosen from the trade-off experiments in ``docs/hbce.md`` (its default λ is 0.1).
+DEFAULT_MODE = "logit_hinge"
+#: Probabilities are clipped to ``[CLIP, 1 − CLIP]`` before taking their logit (the reference's clipping).
+CLIP = 1e-7
 #: Default temperature of ``mode='soft'`` (see ``docs/hbce.md``).
 DEFAULT_TEMPERATURE = 0.1
 
 
+def penalty_space(input: Tensor, mode: str, from_logits: bool) -> Tensor:
+    """The values :func:`edge_terms` reads: logits for ``'logit_hinge'``, probabilities for the other modes.
+
+    Probabilities given to ``'logit_hinge'`` are clipped to ``[1e-7, 1 − 1e-7]`` before their logit is taken.
+    """
+    if mode == "logit_hinge":
+        return input if from_logits else torch.logit(input, eps=CLIP)
+    return torch.sigmoid(input) if from_logits else input
+
+
 def edge_terms(p_parent: Tensor, p_child: Tensor, mode: str, threshold: float, temperature: float) -> Tensor:
-    """Per-edge penalty values from parent and child probabilities (any matching shapes).
+    """Per-edge penalty values from parent and child values (any matching shapes; see :func:`penalty_space`).
 
     * ``'hard'``: ``1[p_parent < t and p_child > t]`` (the reference; no gradient);
     * ``'soft'``: ``σ((t − p_parent)/τ) · σ((p_child − t)/τ)``, which tends to the hard indicator as ``τ → 0``;
     * ``'hinge'``: ``max(0, p_child − p_parent)`` (HMCN-style hierarchical violation);
-    * ``'squared_hinge'``: ``max(0, p_child − p_parent)²``.
+    * ``'squared_hinge'``: ``max(0, p_child − p_parent)²``;
+    * ``'logit_hinge'``: ``max(0, z_child − z_parent)`` on *logits* ``z``: positive on exactly the same edges as
+      ``'hinge'`` (the sigmoid is monotone), but its gradient does not vanish where the probabilities saturate.
     """
     if mode == "hard":
         return ((p_parent < threshold) & (p_child > threshold)).to(p_parent.dtype)
     if mode == "soft":
         return torch.sigmoid((threshold - p_parent) / temperature) * torch.sigmoid((p_child - threshold) / temperature)
     gap = (p_child - p_parent).clamp_min(0)
-    return gap if mode == "hinge" else gap * gap
+    return gap * gap if mode == "squared_hinge" else gap
 
 
 def hierarchy_penalty(
     input: Tensor,
     edge_index: Tensor,
     edge_weight: Tensor,
-    scale: float = 1.0,
+    scale: float | None = None,
     mode: str = DEFAULT_MODE,
     threshold: float = 0.5,
     temperature: float = DEFAULT_TEMPERATURE,
@@ -53,8 +68,10 @@ def hierarchy_penalty(
         input: ``(N, C)`` logits (``from_logits=True``) or probabilities.
         edge_index: ``(2, E)`` long tensor, parents in row 0 (``hierarchy.edge_index``).
         edge_weight: ``(E,)`` per-edge penalties ``w_e``.
-        scale: multiplies every weight (the paper's λ).
-        mode: ``'hinge'`` (default), ``'squared_hinge'``, ``'soft'`` or ``'hard'`` (see :func:`edge_terms`).
+        scale: multiplies every weight (the paper's λ); ``None`` is the mode's default: 0.1 for ``'logit_hinge'``,
+            1.0 for the others.
+        mode: ``'logit_hinge'`` (default), ``'hinge'``, ``'squared_hinge'``, ``'soft'`` or ``'hard'`` (see
+            :func:`edge_terms`).
         threshold: decision threshold of ``'hard'`` and ``'soft'``.
         temperature: temperature of ``'soft'``.
         from_logits: whether ``input`` holds logits.
@@ -70,10 +87,12 @@ def hierarchy_penalty(
         >>> from hierloss import Hierarchy
         >>> h = Hierarchy.from_edges([("a", "b")])
         >>> probs = torch.tensor([[0.2, 0.9], [0.9, 0.2]])
-        >>> hierarchy_penalty(probs, h.edge_index, torch.ones(1), from_logits=False, reduction="none")
+        >>> hierarchy_penalty(probs, h.edge_index, torch.ones(1), scale=1.0, mode="hinge", from_logits=False,
+        ...                   reduction="none")
         tensor([0.7000, 0.0000])
     """
     edge_red = check_penalty_args(mode, threshold, temperature, edge_reduction)
+    scale = resolve_scale(mode, scale)
     check_reduction(reduction)
     if input.ndim != 2:
         raise ValueError(f"Expected `input` of shape (N, C), got {tuple(input.shape)}")
@@ -82,9 +101,9 @@ def hierarchy_penalty(
                          f"{tuple(edge_weight.shape)}")
     with torch.autocast(device_type=input.device.type, enabled=False):
         x = input if input.dtype == torch.float64 else input.float()  # low precision computes in float32
-        probs = torch.sigmoid(x) if from_logits else x
-        terms = edge_terms(probs.index_select(1, edge_index[0]), probs.index_select(1, edge_index[1]), mode,
-                           threshold, temperature)
+        v = penalty_space(x, mode, from_logits)
+        terms = edge_terms(v.index_select(1, edge_index[0]), v.index_select(1, edge_index[1]), mode, threshold,
+                           temperature)
         weight = edge_weight.to(x.dtype) * scale
         if edge_red == "mean":
             weight = weight / max(edge_index.shape[1], 1)
@@ -102,7 +121,7 @@ class HierarchyPenalty(nn.Module):
         hierarchy: the label hierarchy; ``C = hierarchy.num_labels``, ``E = hierarchy.num_edges``.
         penalties: a float, a length-``E`` sequence/tensor, a ``{(parent, child): value}`` mapping or an
             :class:`~hierloss.penalties.EdgePenalties`.
-        scale: λ, multiplies every penalty.
+        scale: λ, multiplies every penalty; ``None``: the mode's default (0.1 for ``'logit_hinge'``, else 1.0).
         mode: see :func:`hierarchy_penalty`.
         threshold: see :func:`hierarchy_penalty`.
         temperature: see :func:`hierarchy_penalty`.
@@ -131,7 +150,7 @@ class HierarchyPenalty(nn.Module):
         self,
         hierarchy: Hierarchy,
         penalties: Any = 1.0,
-        scale: float = 1.0,
+        scale: float | None = None,
         mode: str = DEFAULT_MODE,
         threshold: float = 0.5,
         temperature: float = DEFAULT_TEMPERATURE,
@@ -147,7 +166,7 @@ class HierarchyPenalty(nn.Module):
         self.hierarchy = hierarchy
         self.register_buffer("edge_index", edge_index)
         self.register_buffer("edge_weight", edge_weight)
-        self.scale = float(scale)
+        self.scale = resolve_scale(mode, scale)
         self.mode = mode
         self.threshold = float(threshold)
         self.temperature = float(temperature)

@@ -121,7 +121,6 @@ class _FusedHBCE(torch.autograd.Function):
                     terms = ((v_par < threshold) & (v_chi > threshold)).to(v.dtype)
             per_sample = torch.addmv(per_sample, terms.t(), weight)
         ctx.mode, ctx.temperature, ctx.num_edges = mode, temperature, num_edges
-        ctx.dense, ctx.has_s = incidence is not None, s is not None
         opt = (valid, pos_weight, count, incidence, s, order, offsets)
         ctx.present = tuple(t is not None for t in opt)
         ctx.save_for_backward(logits, target, index, weight, *(t for t in opt if t is not None), *aux)

@@ -184,6 +184,83 @@ def test_matches_naive_loop(dag: Hierarchy, mode: str, edge_reduction: str, edge
     assert torch.isfinite(got_grad).all()
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("with_pos_weight", [False, True])
+def test_reduced_loss_matches_naive_loop(dag: Hierarchy, mode: str, reduction: str, with_pos_weight: bool,
+                                         edge_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing masked, 'mean' and 'sum' are computed as one total (not per sample); value and gradient, for an
+    upstream gradient other than 1, equal the reduced naive loop, through both edge paths and the CPU product form
+    of the softplus sum."""
+    monkeypatch.setattr(hbce_module, "_PRODUCT_MIN_ELEMENTS", 0)
+    torch.manual_seed(21)
+    x = (torch.randn(9, dag.num_labels, dtype=torch.float64) * 3).requires_grad_()
+    y = (torch.rand(9, dag.num_labels) < 0.4).double()
+    y[0, 0] = 0.3  # a soft target
+    weights = [0.5, 1.0, 2.0, 0.25, 1.5]
+    pw = torch.rand(dag.num_labels, dtype=torch.float64) + 0.5 if with_pos_weight else None
+    crit = HBCELoss(dag, penalties=weights, scale=0.9, mode=mode, temperature=0.2, reduction=reduction,
+                    pos_weight=pw)
+    got = crit(x, y) * 2.5
+    per_sample = naive_hbce(x, y, dag, weights, 0.9, mode, 0.5, 0.2, "sum" if mode == "hard" else "mean", pw)
+    want = (per_sample.mean() if reduction == "mean" else per_sample.sum()) * 2.5
+    torch.testing.assert_close(got, want)
+    (got_grad,) = torch.autograd.grad(got, x)
+    (want_grad,) = torch.autograd.grad(want, x)
+    torch.testing.assert_close(got_grad, want_grad)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (16, 21), (2048, 21), (37, 1001)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softplus_sum_matches_softplus(shape: tuple[int, int], dtype: torch.dtype) -> None:
+    """The CPU product form of sum(softplus(x)) equals a float64 softplus sum, for sizes below and above its
+    threshold, with and without a partial last group, including logits of magnitude 1e4."""
+    torch.manual_seed(22)
+    x = (torch.randn(*shape, dtype=torch.float64) * 8).to(dtype)
+    x.view(-1)[:: 7] *= 1e3
+    want = F.softplus(x.double()).sum()
+    got = hbce_module._softplus_sum(x)
+    assert got.dtype == dtype and got.shape == ()
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * x.numel())
+    forced = hbce_module._PRODUCT_MIN_ELEMENTS
+    try:
+        hbce_module._PRODUCT_MIN_ELEMENTS = 0
+        torch.testing.assert_close(hbce_module._softplus_sum(x).double(), want, rtol=tol, atol=tol * x.numel())
+    finally:
+        hbce_module._PRODUCT_MIN_ELEMENTS = forced
+
+
+def test_softplus_sum_infinities_and_nan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The product form propagates inf and NaN as softplus does: +inf gives inf, -inf adds 0, NaN gives NaN."""
+    monkeypatch.setattr(hbce_module, "_PRODUCT_MIN_ELEMENTS", 0)
+    x = torch.zeros(40)
+    want0 = F.softplus(x).sum()
+    x[3] = float("-inf")
+    torch.testing.assert_close(hbce_module._softplus_sum(x), want0 - F.softplus(torch.zeros(())))
+    x[5] = float("inf")
+    assert hbce_module._softplus_sum(x).item() == float("inf")
+    x[7] = float("nan")
+    assert torch.isnan(hbce_module._softplus_sum(x))
+
+
+def test_large_batch_equals_bce_and_per_sample_path() -> None:
+    """At a batch large enough for the product form (2048 x 21), scale=0 equals PyTorch's BCE, and the default loss
+    equals the mean of its per-sample values (computed without the product form), gradients included."""
+    h = chexpert()
+    torch.manual_seed(23)
+    x = (torch.randn(2048, h.num_labels) * 3).requires_grad_()
+    y = (torch.rand(2048, h.num_labels) < 0.2).float()
+    assert x.numel() >= hbce_module._PRODUCT_MIN_ELEMENTS
+    torch.testing.assert_close(HBCELoss(h, scale=0.0)(x, y), F.binary_cross_entropy_with_logits(x, y))
+    total = HBCELoss(h)(x, y)
+    per_sample = HBCELoss(h, reduction="none")(x, y).mean()
+    torch.testing.assert_close(total, per_sample)
+    (g_total,) = torch.autograd.grad(total, x)
+    (g_rows,) = torch.autograd.grad(per_sample, x)
+    torch.testing.assert_close(g_total, g_rows)
+
+
 @pytest.mark.parametrize("mode", TRAINABLE)
 def test_gradcheck_float64(dag: Hierarchy, mode: str, edge_path: str) -> None:
     """float64 gradcheck of the fused analytic backward of every trainable mode, through both edge paths."""
@@ -477,6 +554,27 @@ def test_compile_fullgraph(dag: Hierarchy, mode: str, from_logits: bool) -> None
     (g_eager,) = torch.autograd.grad(crit(x, y), x)
     torch.testing.assert_close(loss, crit(x, y))
     torch.testing.assert_close(g, g_eager)
+
+
+@pytest.mark.parametrize(("mode", "attribute", "values"), [("logit_hinge", "scale", (0.1, 0.25, 0.5)),
+                                                          ("soft", "temperature", (0.05, 0.1, 0.2)),
+                                                          ("hard", "threshold", (0.5, 0.6, 0.7))])
+def test_compile_fullgraph_with_changing_hyperparameters(dag: Hierarchy, mode: str, attribute: str,
+                                                        values: tuple[float, ...]) -> None:
+    """A compiled loss keeps tracing without graph breaks when λ, the temperature or the threshold change between
+    calls (a λ schedule: Dynamo then traces them as symbolic floats), on the unmasked one-total path."""
+    crit = HBCELoss(dag, mode=mode)
+    x = torch.randn(8, 6, requires_grad=True)
+    y = (torch.rand(8, 6) < 0.5).float()
+    torch._dynamo.reset()
+    compiled = torch.compile(crit, fullgraph=True, backend="aot_eager")
+    for value in values:
+        setattr(crit, attribute, value)
+        loss = compiled(x, y)
+        (g,) = torch.autograd.grad(loss, x)
+        (g_eager,) = torch.autograd.grad(crit(x, y), x)
+        torch.testing.assert_close(loss, crit(x, y))
+        torch.testing.assert_close(g, g_eager)
 
 
 # ---------------------------------------------------------------- masking

@@ -29,7 +29,9 @@ def resolve_scale(mode: str, scale: float | None) -> float:
     """
     if scale is None:
         return DEFAULT_SCALES.get(mode, 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale >= 0):
+    # comparisons only (no math.isfinite): they also hold for the symbolic floats torch.compile traces when a
+    # scale changes between calls; NaN and inf fail them
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < math.inf:
         raise ValueError(f"scale must be a finite number >= 0 (or None for the mode's default), got {scale!r}")
     return float(scale)
 
@@ -44,7 +46,7 @@ def check_penalty_args(mode: str, threshold: float, temperature: float, edge_red
         raise ValueError(f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}")
     if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
         raise ValueError(f"threshold must be a probability in (0, 1), got {threshold!r}")
-    if not (isinstance(temperature, (int, float)) and temperature > 0 and math.isfinite(temperature)):
+    if not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
     if edge_reduction is None:
         return "sum" if mode == "hard" else "mean"

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction
 from hierloss.losses._elementwise import check_pair, reduce_elements
@@ -61,7 +62,7 @@ def focal_loss(
     _check_args(alpha, gamma)
     check_reduction(reduction)
     check_pair(input, target)
-    with torch.autocast(device_type=input.device.type, enabled=False):
+    with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)
         y = clean.to(x.dtype)

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hierloss._autocast import autocast_disabled
 from hierloss._reduction import check_reduction, reduce_samples
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses._edges import check_penalty_args, resolve_edges, resolve_scale
@@ -99,7 +100,7 @@ def hierarchy_penalty(
     if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_weight.shape != (edge_index.shape[1],):
         raise ValueError(f"Expected edge_index (2, E) and edge_weight (E,), got {tuple(edge_index.shape)} and "
                          f"{tuple(edge_weight.shape)}")
-    with torch.autocast(device_type=input.device.type, enabled=False):
+    with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()  # low precision computes in float32
         v = penalty_space(x, mode, from_logits)
         terms = edge_terms(v.index_select(1, edge_index[0]), v.index_select(1, edge_index[1]), mode, threshold,

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction
 from hierloss.hierarchy import Hierarchy
@@ -75,7 +76,7 @@ def mc_loss(
     check_reduction(reduction)
     check_pair(input, target)
     plan = _plan_of(hierarchy, input.device)
-    with torch.autocast(device_type=input.device.type, enabled=False):
+    with autocast_disabled(input.device.type):
         z = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)
         y = clean.to(z.dtype)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_samples
 from hierloss.losses._elementwise import check_pair
@@ -53,7 +54,7 @@ def multilabel_softmax_loss(
     """
     check_reduction(reduction)
     check_pair(input, target)
-    with torch.autocast(device_type=input.device.type, enabled=False):
+    with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)
         positive = clean > 0.5

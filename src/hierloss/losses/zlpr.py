@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_samples
 from hierloss.losses._elementwise import check_pair
@@ -64,7 +65,7 @@ def zlpr_loss(
     _check_temperature(temperature)
     check_reduction(reduction)
     check_pair(input, target)
-    with torch.autocast(device_type=input.device.type, enabled=False):
+    with autocast_disabled(input.device.type):
         s = (input if input.dtype == torch.float64 else input.float()) / temperature
         clean, valid = target_mask(target, ignore_index)
         positive = clean > 0.5

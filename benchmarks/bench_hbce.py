@@ -64,6 +64,13 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "fp32",
         for mode in MODES:
             crit = HBCELoss(h, mode=mode).to(device)
             fns[mode] = lambda z, crit=crit, y=y: crit(z, y)
+        # The default on its per-sample path: reduction='none' (then averaged), and a target holding NaN (masked).
+        per_sample = HBCELoss(h, reduction="none").to(device)
+        fns["per-sample"] = lambda z, crit=per_sample, y=y: crit(z, y).mean()
+        y_nan = y.clone()
+        y_nan[0, 0] = float("nan")
+        masked = HBCELoss(h).to(device)
+        fns["nan-target"] = lambda z, crit=masked, y=y_nan: crit(z, y)
         if compile:
             fns = {k: torch.compile(f, fullgraph=True) for k, f in fns.items()}
         times = median_seconds_interleaved({k: _step(f, x) for k, f in fns.items()}, device=device, warmup=3,
@@ -77,6 +84,9 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "fp32",
             rows.append({"group": "hbce", "case": f"{tag} mode={mode}", "metric": "time_ratio_vs_bce",
                          "value": times[mode] / times["bce"], "goal": goal if mode == DEFAULT_MODE else "",
                          "note": f"{times[mode] * 1e3:.3f} ms"})
+        for key, what in (("per-sample", "reduction='none', then .mean()"), ("nan-target", "one NaN in the target")):
+            rows.append({"group": "hbce", "case": f"{tag} mode={DEFAULT_MODE} {what}", "metric": "time_ratio_vs_bce",
+                         "value": times[key] / times["bce"], "goal": "", "note": f"{times[key] * 1e3:.3f} ms"})
         if name == "GO" and not compile:
             edges = list(h.edge_indices)
             weights = [1.0] * len(edges)

@@ -163,9 +163,13 @@ def edge_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("edge_reduction", ["sum", "mean"])
-def test_matches_naive_loop(dag: Hierarchy, mode: str, edge_reduction: str, edge_path: str) -> None:
+@pytest.mark.parametrize("row_sums", ["mv", "sum"])
+def test_matches_naive_loop(dag: Hierarchy, mode: str, edge_reduction: str, edge_path: str, row_sums: str,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Values and gradients equal a per-sample, per-edge loop, with pos_weight and NaN / ignored targets, through
-    both edge paths."""
+    both edge paths and both ways of summing rows (matrix-vector product for short rows, ``sum(1)`` for long)."""
+    if row_sums == "sum":
+        monkeypatch.setattr(hbce_module, "_MV_MAX_LABELS", 0)
     torch.manual_seed(2)
     x = (torch.randn(7, dag.num_labels, dtype=torch.float64) * 2).requires_grad_()
     y = (torch.rand(7, dag.num_labels) < 0.4).double()

@@ -84,6 +84,18 @@ def _softplus_sum(x: Tensor) -> Tensor:
     return flat.relu().sum().add_(logs)
 
 
+#: Below this many labels :func:`_row_sums` is a matrix-vector product: 1.8x faster than ``sum(1)`` at 21 labels
+#: on one CPU thread, even at 64-128, and slower beyond (1.45x slower at 4,125).
+_MV_MAX_LABELS = 128
+
+
+def _row_sums(matrix: Tensor) -> Tensor:
+    """``matrix.sum(1)`` for an ``(N, C)`` matrix, as ``matrix @ 1`` when rows are short."""
+    if matrix.shape[1] < _MV_MAX_LABELS:
+        return torch.mv(matrix, matrix.new_ones(matrix.shape[1]))
+    return matrix.sum(1)
+
+
 #: What :class:`HBCELoss` precomputes once: the dense incidence (``None`` above :data:`DENSE_MAX_ENTRIES`) and the
 #: bag plan of :func:`_bag_plan`.
 _Plan = tuple[Tensor | None, Tensor | None, Tensor | None]
@@ -138,10 +150,10 @@ class _FusedHBCE(torch.autograd.Function):
             else:
                 bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=pos_weight)
             if valid is None:
-                out = bce.mean(1)
+                out = _row_sums(bce).mul_(1 / num_labels)
             else:
-                count = valid.sum(1).clamp_min_(1)
-                out = (bce * valid).sum(1) / count
+                count = _row_sums(valid).clamp_min_(1)
+                out = _row_sums(bce.mul_(valid)).div_(count)
         in_logits = mode == "logit_hinge"
         s = None if in_logits else torch.sigmoid(logits)
         v = logits if s is None else s
@@ -332,9 +344,8 @@ def _hbce_loss(input: Tensor, target: Tensor, edge_index: Tensor, edge_weight: T
         pw = None if pos_weight is None else pos_weight.to(x.dtype)
         weight = edge_weight.to(x.dtype)
         weight_scale = scale / num_edges if edge_red == "mean" and num_edges else scale
-        clean, valid_mask = target_mask(target, ignore_index)
+        clean, valid = target_mask(target, ignore_index, dtype=x.dtype)
         y = clean.to(x.dtype)
-        valid = None if valid_mask is None else valid_mask.to(x.dtype)
         if from_logits:
             index = edge_index.reshape(-1)
             num_labels = x.shape[1]

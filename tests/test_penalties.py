@@ -24,6 +24,7 @@ from hierloss.penalties import (
     ConditionalPenalty,
     EdgePenalties,
     FixedPenalty,
+    count_edges,
 )
 from tests.test_hierarchy import random_dags
 
@@ -88,6 +89,26 @@ def test_input_types_agree(dag: Hierarchy) -> None:
     ]
     for labels in inputs:
         assert torch.equal(ConditionalPenalty().fit(dag, labels).values, want)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+def test_counts_across_tiles_and_blocks(dag: Hierarchy, dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row-major arrays are transposed tile by tile and counted block by block: with small tiles and blocks (several
+    of each, the last ones partial) the counts equal numpy's, and an invalid value in a later block is still named."""
+    from hierloss import penalties as penalties_module
+
+    monkeypatch.setattr(penalties_module, "_TILE_ROWS", 7)
+    monkeypatch.setattr(penalties_module, "_CHUNK_ROWS", 64)
+    y = np.ascontiguousarray(_random_labels(dag, 300, 5).astype(dtype))
+    counts = count_edges(dag, y)
+    for k, (p, c) in enumerate(dag.edges):
+        parent, child = y[:, dag.index(p)], y[:, dag.index(c)]
+        assert int(counts.n[k]) == 300
+        assert int(counts.n_parent_neg[k]) == int((parent == 0).sum())
+        assert int(counts.n_violation[k]) == int(((parent == 0) & (child == 1)).sum())
+    y[250, dag.index("c")] = 2
+    with pytest.raises(ValueError, match="column 'c' holds 2"):
+        count_edges(dag, y)
 
 
 def test_edge_cases_never_nan(dag: Hierarchy) -> None:

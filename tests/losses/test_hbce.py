@@ -214,6 +214,19 @@ def test_reduced_loss_matches_naive_loop(dag: Hierarchy, mode: str, reduction: s
     torch.testing.assert_close(got_grad, want_grad)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_batch_behaves_like_bce(dag: Hierarchy, reduction: str) -> None:
+    """An empty batch gives what BCEWithLogits gives (NaN mean, zero sum, empty per-sample losses) and a
+    backward pass with an empty gradient, instead of a ZeroDivisionError."""
+    x = torch.zeros(0, dag.num_labels, requires_grad=True)
+    y = torch.zeros(0, dag.num_labels)
+    got = HBCELoss(dag, reduction=reduction)(x, y)
+    want = F.binary_cross_entropy_with_logits(x, y, reduction=reduction)
+    torch.testing.assert_close(got, want.mean(1) if reduction == "none" else want, equal_nan=True)
+    got.sum().backward()
+    assert x.grad is not None and x.grad.shape == (0, dag.num_labels)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (16, 21), (2048, 21), (37, 1001)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_softplus_sum_matches_softplus(shape: tuple[int, int], dtype: torch.dtype) -> None:

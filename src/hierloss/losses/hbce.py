@@ -150,7 +150,7 @@ class _FusedHBCE(torch.autograd.Function):
             else:
                 bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=pos_weight)
             if valid is None:
-                out = _row_sums(bce).mul_(1 / num_labels)
+                out = _row_sums(bce).div_(num_labels)  # (a division: an empty row gives NaN, as mean(1))
             else:
                 count = _row_sums(valid).clamp_min_(1)
                 out = _row_sums(bce.mul_(valid)).div_(count)
@@ -188,7 +188,7 @@ class _FusedHBCE(torch.autograd.Function):
             else:
                 out = torch.addmv(out, terms.t(), weight, alpha=weight_scale)
         if total:
-            out = out.mul_(1 / (num_labels * num_samples) if reduction == "mean" else 1 / num_labels)
+            out = out.div_(num_labels * num_samples if reduction == "mean" else num_labels)  # empty batch: NaN
         ctx.mode, ctx.temperature, ctx.num_edges, ctx.reduction = mode, temperature, num_edges, reduction
         ctx.weight_scale = weight_scale
         opt = (valid, pos_weight, count, incidence, s, order, offsets)
@@ -221,9 +221,9 @@ class _FusedHBCE(torch.autograd.Function):
         # ``g`` is one number for a total (divided by N for 'mean'), one per row otherwise.
         if count is None:
             if ctx.reduction == "none":
-                factor = (grad_out * (1.0 / num_labels)).unsqueeze(1)
+                factor = (grad_out / num_labels).unsqueeze(1)
             else:
-                factor = grad_out * (1.0 / (num_labels * num_samples if ctx.reduction == "mean" else num_labels))
+                factor = grad_out / (num_labels * num_samples if ctx.reduction == "mean" else num_labels)
             pen_scale = ctx.weight_scale * num_labels
         else:
             dbce.div_(count.unsqueeze(1))

@@ -40,8 +40,12 @@ def target_mask(target: Tensor, ignore_index: float | None,
         clean = torch.nan_to_num(target, nan=0.0)
     if ignore_index is not None:
         keep = _compare(torch.ne, target, ignore_index, dtype) if direct else target != ignore_index
-        both = (valid * keep if direct else valid & keep) if valid is not None else None
-        valid = keep if both is None else both
+        if valid is None:
+            valid = keep
+        elif direct:
+            valid = valid * keep
+        else:
+            valid = valid & keep
         clean = clean * keep
     if valid is not None and dtype is not None and valid.dtype != dtype:
         valid = valid.to(dtype)

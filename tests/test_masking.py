@@ -29,7 +29,7 @@ def test_mask_matches_naive(ignore_index: float | None, dtype: torch.dtype | Non
     """Clean target and mask (bool or float 0/1) equal an element-by-element reference, on the CPU's direct path
     and on the element-wise path accelerators and torch.compile take."""
     if path == "elementwise":
-        monkeypatch.setattr(_masking, "_eager_cpu", lambda target: False)
+        monkeypatch.setattr(_masking, "on_eager_cpu", lambda tensor: False)
     torch.manual_seed(0)
     target = (torch.rand(5, 4) < 0.5).float()
     target[0, 1], target[2, 2], target[3, 0] = float("nan"), -1.0, float("nan")

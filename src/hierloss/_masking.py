@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["target_mask"]
+__all__ = ["on_eager_cpu", "target_mask"]
 
 
 def target_mask(target: Tensor, ignore_index: float | None,
@@ -34,7 +34,7 @@ def target_mask(target: Tensor, ignore_index: float | None,
     """
     valid: Tensor | None = None
     clean = target
-    direct = dtype is not None and dtype == target.dtype and target.is_floating_point() and _eager_cpu(target)
+    direct = dtype is not None and dtype == target.dtype and target.is_floating_point() and on_eager_cpu(target)
     if target.is_floating_point() and not _nan_free_on_cpu(target):
         valid = _compare(torch.eq, target, target, dtype) if direct else target == target  # False exactly at NaN
         clean = torch.nan_to_num(target, nan=0.0)
@@ -58,8 +58,9 @@ def _compare(op: Callable[..., Tensor], target: Tensor, other: Tensor | float,
     return op(target, other, out=torch.empty(target.shape, dtype=dtype, device=target.device))
 
 
-def _eager_cpu(target: Tensor) -> bool:
-    return target.device.type == "cpu" and not torch.compiler.is_compiling()
+def on_eager_cpu(tensor: Tensor) -> bool:
+    """True when ``tensor`` is on the CPU and not being traced by ``torch.compile``: where CPU-only shortcuts apply."""
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _nan_free_on_cpu(target: Tensor) -> bool:
@@ -68,6 +69,6 @@ def _nan_free_on_cpu(target: Tensor) -> bool:
     One vectorised sum: it is NaN whenever some entry is NaN. (It is also NaN for a target holding both +inf and
     −inf, which then takes the masked path: correct, merely slower.) Never reads a value back from an accelerator.
     """
-    if not _eager_cpu(target):
+    if not on_eager_cpu(target):
         return False
     return not bool(torch.isnan(target.sum()))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hierloss._autocast import autocast_disabled
-from hierloss._masking import target_mask
+from hierloss._masking import on_eager_cpu, target_mask
 from hierloss._reduction import check_reduction, reduce_samples
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses._edges import DIFFERENCE_MODES, check_penalty_args, resolve_edges, resolve_scale
@@ -73,7 +73,7 @@ def _softplus_sum(x: Tensor) -> Tensor:
     ``torch.compile`` (where ``softplus`` and the sum fuse into one pass), and below
     :data:`_PRODUCT_MIN_ELEMENTS` elements, it is ``softplus(x).sum()``.
     """
-    if x.device.type != "cpu" or x.numel() < _PRODUCT_MIN_ELEMENTS or torch.compiler.is_compiling():
+    if x.numel() < _PRODUCT_MIN_ELEMENTS or not on_eager_cpu(x):
         return F.softplus(x).sum()
     flat = x.reshape(-1)
     factors = torch.exp2(flat.abs().mul_(-_LOG2_E)).add_(1.0)  # 1 + e^(−|x|)

@@ -34,15 +34,27 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hierloss.datasets import load_hmc
-from hierloss.experiments import DEFAULT_LOSSES, LOSSES, Result, TrainConfig, compare_losses
+from hierloss.experiments import (
+    DEFAULT_LOSSES,
+    LOSSES,
+    Result,
+    TrainConfig,
+    compare_losses,
+    score,
+    train_stacked,
+)
 
 HMC = Path(__file__).resolve().parents[2] / "shared" / "data" / "hmc"
+#: Every run's row, committed with the project so the table builds up across machines and sessions.
+RESULTS_NAME = "benchmarks/results/hmc_quality.jsonl"
+RESULTS = Path(__file__).resolve().parent / "results" / "hmc_quality.jsonl"
 
 # dataset: (hidden size, epochs, learning rate), from C-HMCNN's main.py (see the module docstring).
 PROTOCOL: dict[str, tuple[int, int, float]] = {
@@ -96,6 +108,13 @@ def done_runs(path: Path) -> set[tuple[str, str, int, int]]:
     return {(r["dataset"], r["loss"], r["seed"], r["epochs"]) for r in rows}
 
 
+def _append(out: Path, row: dict[str, Any]) -> None:
+    """Append one run's row to the results file (and echo it)."""
+    with out.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
 def run(args: argparse.Namespace) -> None:
     """Train and score every (dataset, seed, loss) not yet in ``args.out``."""
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,25 +123,30 @@ def run(args: argparse.Namespace) -> None:
     for dataset in args.datasets:
         hidden, full_epochs, lr = PROTOCOL[dataset]
         epochs = args.epochs or full_epochs
+        todo = [(loss, seed) for seed in args.seeds for loss in args.losses
+                if (dataset, loss, seed, epochs) not in done]
+        if not todo:
+            continue
         splits = load_hmc(HMC / dataset, merge_valid=True)
+        config = TrainConfig(hidden=hidden, lr=lr, epochs=epochs, device=args.device)
+        base = {"dataset": dataset, "full_protocol": epochs == full_epochs, "hidden": hidden, "lr": lr,
+                "batch_size": config.batch_size, "date": datetime.date.today().isoformat()}
+        if args.stack:
+            graph = ", CUDA graph" if torch.device(args.device).type == "cuda" else ""
+            extra = {"where": f"{where}; {len(todo)} networks stacked{graph}"}
+            trained = train_stacked(todo, splits.train.X, splits.train.Y, splits.hierarchy, config, args.progress)
+            for (_, seed), model in zip(todo, trained):
+                for result in score(model, splits.test.X, splits.test.Y):
+                    _append(args.out, {**base, "seed": seed, **result.to_dict(), **extra})
+            continue
         for seed in args.seeds:
-            todo = [loss for loss in args.losses if (dataset, loss, seed, epochs) not in done]
-            if not todo:
+            losses = [loss for loss, s in todo if s == seed]
+            if not losses:
                 continue
-            config = TrainConfig(hidden=hidden, lr=lr, epochs=epochs, seed=seed, device=args.device)
-            stamp = datetime.date.today().isoformat()
-
-            def record(result: Result, dataset: str = dataset, seed: int = seed, config: TrainConfig = config,
-                       stamp: str = stamp, full: bool = epochs == full_epochs) -> None:
-                row = {"dataset": dataset, "seed": seed, **result.to_dict(), "full_protocol": full,
-                       "hidden": config.hidden, "lr": config.lr, "batch_size": config.batch_size,
-                       "where": where, "date": stamp}
-                with args.out.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(json.dumps(row), flush=True)
-
+            row = {**base, "seed": seed}
             compare_losses(splits.train.X, splits.train.Y, splits.test.X, splits.test.Y, splits.hierarchy,
-                           losses=todo, config=config, progress=args.progress, on_result=record)
+                           losses=losses, config=replace(config, seed=seed), progress=args.progress,
+                           on_result=lambda r, row=row: _append(args.out, {**row, **r.to_dict(), "where": where}))
 
 
 def _mean_std(values: list[float], digits: int = 3, percent: bool = False) -> str:
@@ -172,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--where", default=None, help="machine description stored with each row (default: detected)")
-    parser.add_argument("--out", type=Path, default=Path("results/hmc_quality.jsonl"))
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default: {RESULTS_NAME})")
+    parser.add_argument("--stack", action="store_true",
+                        help="train all of a dataset's runs at once as one stacked model (hierloss.experiments."
+                             "train_stacked; CUDA graphs on a GPU)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar per run")
     parser.add_argument("--table", action="store_true", help="only print the markdown table of --out")
     args = parser.parse_args(argv)

@@ -156,3 +156,25 @@ def test_cuda_hbce_paths_match_cpu(hierarchy: str, reduction: str, target_kind: 
     assert x.grad is not None and x_cpu.grad is not None
     torch.testing.assert_close(gpu_loss.detach().cpu(), cpu_loss.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(x.grad.cpu(), x_cpu.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_cuda_graph_stacked_training_matches_eager_and_cpu() -> None:
+    """Replaying each training step as a CUDA graph (warm-up undone, last smaller batch eager) trains every network
+    of the stack to the weights of eager launches and of the CPU run (no dropout, so the runs are comparable)."""
+    import dataclasses
+
+    from hierloss.datasets import make_hierarchical_classification
+    from hierloss.experiments import TrainConfig, train_stacked
+
+    data = make_hierarchical_classification(203, 10, depth=3, branching=2, dag=True, random_state=0)
+    config = TrainConfig(hidden=32, dropout=0.0, lr=1e-3, batch_size=4, epochs=2, device="cuda")
+    runs = [("bce", 0), ("hbce", 1), ("hbce-hard", 0), ("mcloss", 1)]
+    graph = train_stacked(runs, data.X, data.Y, data.hierarchy, config, cuda_graph=True)
+    eager = train_stacked(runs, data.X, data.Y, data.hierarchy, config, cuda_graph=False)
+    cpu = train_stacked(runs, data.X, data.Y, data.hierarchy, dataclasses.replace(config, device="cpu"))
+    for g, e, c in zip(graph, eager, cpu, strict=True):
+        for pg, pe, pc in zip(g.model.parameters(), e.model.parameters(), c.model.parameters(), strict=True):
+            torch.testing.assert_close(pg, pe, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(pg.cpu(), pc, rtol=1e-4, atol=1e-5)
+    dropped = train_stacked(runs, data.X, data.Y, data.hierarchy, dataclasses.replace(config, dropout=0.7))
+    assert all(torch.isfinite(p).all() for m in dropped for p in m.model.parameters())

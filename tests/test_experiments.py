@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from hierloss.datasets import make_hierarchical_classification
-from hierloss.experiments import DEFAULT_LOSSES, LOSSES, TrainConfig, build_criterion, compare_losses, evaluate, train
+from hierloss.experiments import (
+    DEFAULT_LOSSES,
+    LOSSES,
+    StackedMLP,
+    TrainConfig,
+    build_criterion,
+    build_mlp,
+    compare_losses,
+    evaluate,
+    score,
+    train,
+    train_stacked,
+)
 
 CONFIG = TrainConfig(hidden=32, dropout=0.1, lr=1e-3, batch_size=32, epochs=3, seed=0)
 
@@ -77,3 +92,74 @@ def test_named_criteria_are_the_documented_losses(data) -> None:  # type: ignore
     default, hinge = build_criterion("hbce", data.hierarchy), build_criterion("hbce-hinge", data.hierarchy)
     assert isinstance(default, HBCELoss) and (default.mode, default.scale) == ("logit_hinge", 0.1)
     assert isinstance(hinge, HBCELoss) and (hinge.mode, hinge.scale) == ("hinge", 1.0)
+
+
+def _max_gap(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    return max((x - y).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values(),
+                                                          strict=True))
+
+
+def test_stacked_training_equals_training_each_network_alone(data) -> None:  # type: ignore[no-untyped-def]
+    """Without dropout, the stack trains every (loss, seed) network to the weights `train` gives it alone (same
+    initial weights, same batches, its own loss), including a last smaller batch (203 = 50 * 4 + 3)."""
+    config = TrainConfig(hidden=32, dropout=0.0, lr=1e-3, batch_size=4, epochs=2)
+    X, Y = data.X[:203], data.Y[:203]
+    runs = [("mcloss", 1), ("bce", 0), ("hbce", 1), ("hbce-hard", 0), ("bce", 1)]
+    stacked = train_stacked(runs, X, Y, data.hierarchy, config)
+    assert [(m.loss, m.epochs) for m in stacked] == [(loss, 2) for loss, _ in runs]
+    one_epoch = train("bce", X, Y, data.hierarchy, dataclasses.replace(config, seed=0, epochs=1))
+    for (loss, seed), got in zip(runs, stacked, strict=True):
+        alone = train(loss, X, Y, data.hierarchy, dataclasses.replace(config, seed=seed))
+        assert _max_gap(alone.model, got.model) < 1e-6, (loss, seed)
+        assert got.seconds > 0
+    assert _max_gap(one_epoch.model, stacked[1].model) > 1e-3  # the comparison can tell an epoch apart
+
+
+def test_stacked_mlp_forward_is_each_network_forward() -> None:
+    """In eval mode, network s of the stack gives build_mlp network s's logits, and unstack returns it."""
+    mlps = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        mlps.append(build_mlp(6, 5, hidden=8, num_layers=3, dropout=0.5).eval())
+    stack = StackedMLP(mlps).eval()
+    x = torch.randn(3, 7, 6)
+    out = stack(x)
+    assert out.shape == (3, 7, 5)
+    for s, mlp in enumerate(mlps):
+        torch.testing.assert_close(out[s], mlp(x[s]))
+        assert _max_gap(stack.unstack(s), mlp) == 0
+    stack.train()
+    assert not torch.equal(stack(x), stack(x))  # dropout draws a new mask per call in training mode
+
+
+def test_stacked_training_with_dropout_is_seeded_and_learns(data) -> None:  # type: ignore[no-untyped-def]
+    """With dropout the stack is deterministic for the same runs, and training lowers the test loss."""
+    config = TrainConfig(hidden=32, dropout=0.5, lr=1e-3, batch_size=16, epochs=3)
+    runs = [("bce", 0), ("hbce", 0)]
+    first = train_stacked(runs, data.X[:300], data.Y[:300], data.hierarchy, config)
+    again = train_stacked(runs, data.X[:300], data.Y[:300], data.hierarchy, config)
+    for a, b in zip(first, again, strict=True):
+        assert _max_gap(a.model, b.model) == 0
+    scored = score(first[1], data.X[300:], data.Y[300:])
+    assert [r.name for r in scored] == ["HBCE", "HBCE + coherent"]
+    assert scored[1].violation_any == 0
+
+
+def test_stacked_training_errors_name_the_offender(data) -> None:  # type: ignore[no-untyped-def]
+    h = data.hierarchy
+    with pytest.raises(ValueError, match="`runs` is empty"):
+        train_stacked([], data.X, data.Y, h, CONFIG)
+    with pytest.raises(ValueError, match=r"unknown loss 'nope' in run \('nope', 2\)"):
+        train_stacked([("bce", 0), ("nope", 2)], data.X, data.Y, h, CONFIG)
+    with pytest.raises(ValueError, match=r"run \('bce', 1\) appears more than once"):
+        train_stacked([("bce", 1), ("hbce", 1), ("bce", 1)], data.X, data.Y, h, CONFIG)
+    with pytest.raises(ValueError, match="`cuda_graph=True` needs a CUDA device, got device 'cpu'"):
+        train_stacked([("bce", 0)], data.X, data.Y, h, CONFIG, cuda_graph=True)
+    with pytest.raises(ValueError, match=r"Expected `Y` of shape"):
+        train_stacked([("bce", 0)], data.X, data.Y[:, :-1], h, CONFIG)
+    with pytest.raises(ValueError, match=r"network 1 has layer shapes"):
+        StackedMLP([build_mlp(4, 3, hidden=5), build_mlp(4, 3, hidden=6)])
+    with pytest.raises(ValueError, match=r"different dropout rates \[0.1, 0.5\]"):
+        StackedMLP([build_mlp(4, 3, hidden=5, dropout=0.1), build_mlp(4, 3, hidden=5, dropout=0.5)])
+    with pytest.raises(ValueError, match="`mlps` is empty"):
+        StackedMLP([])

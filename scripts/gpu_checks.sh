@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The checks CI cannot run, for a machine with a CUDA GPU, in the order they matter. Each stage writes its log and
+# results under OUTDIR; run one stage per call when device time is short.
+#
+#   bash scripts/gpu_checks.sh tests   OUTDIR   # pytest tests/test_cuda.py (every loss, fused-HBCE path, CUDA graph)
+#   bash scripts/gpu_checks.sh bench   OUTDIR   # benchmarks/run.py --device cuda: --compile, --dtype bf16, eager
+#   bash scripts/gpu_checks.sh probe   OUTDIR   # one stacked epoch of imclef07a and diatoms: seconds per epoch
+#   bash scripts/gpu_checks.sh quality OUTDIR [DATASET ...]   # HMC protocol, all seeds and losses stacked
+#
+# Needs python3 (or $PYTHON) with torch (CUDA build), numpy, pandas, networkx; hierloss is used from src/ (no
+# install), and the HMC data from ../shared/data/hmc. `quality` appends to OUTDIR/hmc_quality.jsonl; merge its rows into
+# benchmarks/results/hmc_quality.jsonl and rebuild the table (docs/benchmarks.md says how).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stage=${1:?usage: gpu_checks.sh tests|bench|probe|quality OUTDIR [DATASET ...]}
+out=${2:?usage: gpu_checks.sh tests|bench|probe|quality OUTDIR [DATASET ...]}
+shift 2
+case "$stage" in tests|bench|probe|quality) ;; *)
+  echo "unknown stage '$stage': expected tests, bench, probe or quality" >&2; exit 2 ;; esac
+mkdir -p "$out"
+PY=${PYTHON:-python3}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+$PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
+
+case "$stage" in
+  tests)
+    $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/test_cuda.log" ;;
+  bench)  # the GPU goal first (HBCE <= 1.3x compiled BCE), then bf16, then every group eager
+    $PY benchmarks/run.py --device cuda --compile --only losses,hbce --out "$out/bench_cuda_compile.json" \
+      2>&1 | tee "$out/bench_cuda_compile.md"
+    $PY benchmarks/run.py --device cuda --dtype bf16 --only losses,hbce --out "$out/bench_cuda_bf16.json" \
+      2>&1 | tee "$out/bench_cuda_bf16.md"
+    $PY benchmarks/run.py --device cuda --out "$out/bench_cuda.json" 2>&1 | tee "$out/bench_cuda.md" ;;
+  probe)
+    $PY benchmarks/hmc_quality.py --datasets imclef07a diatoms --epochs 1 --stack --device cuda \
+      --out "$out/probe.jsonl" 2>&1 | tee "$out/probe.log" ;;
+  quality)
+    datasets=("$@")
+    [ ${#datasets[@]} -gt 0 ] || datasets=(diatoms imclef07a)
+    $PY benchmarks/hmc_quality.py --datasets "${datasets[@]}" --stack --device cuda \
+      --out "$out/hmc_quality.jsonl" 2>&1 | tee "$out/quality.log" ;;
+esac

@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train all of a dataset's runs at once as one stacked model (hierloss.experiments."
                              "train_stacked; CUDA graphs on a GPU)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar per run")
-    parser.add_argument("--table", action="store_true", help="only print the markdown table of --out")
+    parser.add_argument("--table", action="store_true",
+                        help="only print the markdown table of --out (of the --datasets given, default all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.table:
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no results file {args.out}", file=sys.stderr)
         return 2
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-    print(table(rows))
+    print(table([r for r in rows if r["dataset"] in args.datasets]))
     return 0
 
 

@@ -191,3 +191,6 @@ def test_hmc_quality_appends_rows_skips_done_runs_and_stacks(tmp_path: Path,
     for method in ("| BCE |", "| BCE + coherent |", "| MCLoss |"):
         assert f"| eisen_FUN | 1 (reduced; protocol 110) {method} 0,1 |" in table
     assert "| 0.306 | 0.298 |" in table  # published C-HMCNN and HMCN-F AU(PRC) beside ours
+    assert hmc_quality.main(["--table", "--out", str(out), "--datasets", "derisi_FUN"]) == 0
+    only_other = capsys.readouterr().out
+    assert "| dataset | epochs | method |" in only_other and "eisen_FUN" not in only_other

@@ -5,11 +5,16 @@
 #   bash scripts/gpu_checks.sh tests   OUTDIR   # pytest tests/test_cuda.py (every loss, fused-HBCE path, CUDA graph)
 #   bash scripts/gpu_checks.sh bench   OUTDIR   # benchmarks/run.py --device cuda: --compile, --dtype bf16, eager
 #   bash scripts/gpu_checks.sh probe   OUTDIR   # one stacked epoch of imclef07a and diatoms: seconds per epoch
-#   bash scripts/gpu_checks.sh quality OUTDIR [DATASET ...]   # HMC protocol, all seeds and losses stacked
+#   bash scripts/gpu_checks.sh quality OUTDIR [DATASET ...]   # HMC protocol, every seed and loss stacked
+#                                           (default: gasch2_GO diatoms imclef07a, the ones not complete)
 #
 # Needs python3 (or $PYTHON) with torch (CUDA build), numpy, pandas, networkx; hierloss is used from src/ (no
-# install), and the HMC data from ../shared/data/hmc. `quality` appends to OUTDIR/hmc_quality.jsonl; merge its rows into
-# benchmarks/results/hmc_quality.jsonl and rebuild the table (docs/benchmarks.md says how).
+# install), and the HMC data from ../shared/data/hmc. `quality` copies benchmarks/results/hmc_quality.jsonl to
+# OUTDIR/hmc_quality.jsonl, skips the runs in it and appends each dataset's rows when its stacked run ends (a
+# dataset cut by a time limit loses its stack, not the datasets before it; SEEDS="0" etc. makes smaller stacks
+# where one would not fit: `probe` times an epoch of the whole stack): copy that file back over
+# benchmarks/results/hmc_quality.jsonl, commit it, and rebuild the table in docs/benchmarks.md
+# (`python benchmarks/hmc_quality.py --table`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:?usage: gpu_checks.sh tests|bench|probe|quality OUTDIR [DATASET ...]}
@@ -36,7 +41,11 @@ case "$stage" in
       --out "$out/probe.jsonl" 2>&1 | tee "$out/probe.log" ;;
   quality)
     datasets=("$@")
-    [ ${#datasets[@]} -gt 0 ] || datasets=(diatoms imclef07a)
-    $PY benchmarks/hmc_quality.py --datasets "${datasets[@]}" --stack --device cuda \
+    [ ${#datasets[@]} -gt 0 ] || datasets=(gasch2_GO diatoms imclef07a)
+    if [ ! -f "$out/hmc_quality.jsonl" ] && [ -f benchmarks/results/hmc_quality.jsonl ]; then
+      cp benchmarks/results/hmc_quality.jsonl "$out/hmc_quality.jsonl"
+    fi
+    # shellcheck disable=SC2086
+    $PY benchmarks/hmc_quality.py --datasets "${datasets[@]}" --seeds ${SEEDS:-0 1 2} --stack --device cuda \
       --out "$out/hmc_quality.jsonl" 2>&1 | tee "$out/quality.log" ;;
 esac

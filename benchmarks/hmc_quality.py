@@ -53,7 +53,6 @@ from hierloss.experiments import (
 
 HMC = Path(__file__).resolve().parents[2] / "shared" / "data" / "hmc"
 #: Every run's row, committed with the project so the table builds up across machines and sessions.
-RESULTS_NAME = "benchmarks/results/hmc_quality.jsonl"
 RESULTS = Path(__file__).resolve().parent / "results" / "hmc_quality.jsonl"
 
 # dataset: (hidden size, epochs, learning rate), from C-HMCNN's main.py (see the module docstring).
@@ -196,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--where", default=None, help="machine description stored with each row (default: detected)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default: {RESULTS_NAME})")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="results file (default: benchmarks/results/hmc_quality.jsonl)")
     parser.add_argument("--stack", action="store_true",
                         help="train all of a dataset's runs at once as one stacked model (hierloss.experiments."
                              "train_stacked; CUDA graphs on a GPU)")

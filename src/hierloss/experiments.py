@@ -248,6 +248,16 @@ class TrainedModel:
         return torch.cat(chunks) if chunks else torch.zeros(0, self.hierarchy.num_labels)
 
 
+def _training_tensors(X: Any, Y: Any, hierarchy: Hierarchy, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``X`` and ``Y`` as float32 tensors on ``device``, ``Y`` checked to be ``(N, hierarchy.num_labels)``."""
+    features = torch.as_tensor(np.asarray(X, dtype=np.float32)).to(device)
+    target = torch.as_tensor(np.asarray(Y, dtype=np.float32)).to(device)
+    if target.shape != (features.shape[0], hierarchy.num_labels):
+        raise ValueError(f"Expected `Y` of shape ({features.shape[0]}, {hierarchy.num_labels}), got "
+                         f"{tuple(target.shape)}")
+    return features, target
+
+
 def train(loss: str, X: Any, Y: Any, hierarchy: Hierarchy, config: TrainConfig = TrainConfig(),
           progress: bool = False) -> TrainedModel:
     """Train a fresh :func:`build_mlp` on ``(X, Y)`` with the criterion ``loss``.
@@ -264,11 +274,7 @@ def train(loss: str, X: Any, Y: Any, hierarchy: Hierarchy, config: TrainConfig =
         progress: show a progress bar (tqdm when installed) on stderr.
     """
     device = torch.device(config.device)
-    features = torch.as_tensor(np.asarray(X, dtype=np.float32)).to(device)
-    target = torch.as_tensor(np.asarray(Y, dtype=np.float32)).to(device)
-    if target.shape != (features.shape[0], hierarchy.num_labels):
-        raise ValueError(f"Expected `Y` of shape ({features.shape[0]}, {hierarchy.num_labels}), got "
-                         f"{tuple(target.shape)}")
+    features, target = _training_tensors(X, Y, hierarchy, device)
     criterion = build_criterion(loss, hierarchy).to(device)
     torch.manual_seed(config.seed)
     model = build_mlp(features.shape[1], hierarchy.num_labels, config.hidden, config.num_layers,
@@ -344,20 +350,16 @@ def train_stacked(runs: Sequence[tuple[str, int]], X: Any, Y: Any, hierarchy: Hi
         cuda_graph = device.type == "cuda"
     if cuda_graph and device.type != "cuda":
         raise ValueError(f"`cuda_graph=True` needs a CUDA device, got device {config.device!r}")
-    features = torch.as_tensor(np.asarray(X, dtype=np.float32)).to(device)
-    target = torch.as_tensor(np.asarray(Y, dtype=np.float32)).to(device)
-    num_samples, num_labels = features.shape[0], hierarchy.num_labels
-    if target.shape != (num_samples, num_labels):
-        raise ValueError(f"Expected `Y` of shape ({num_samples}, {num_labels}), got {tuple(target.shape)}")
+    features, target = _training_tensors(X, Y, hierarchy, device)
+    num_samples, num_labels = target.shape
 
     # Networks ordered by loss, so each criterion sees one contiguous slice of the stack.
     order = sorted(range(len(runs)), key=lambda i: (list(LOSSES).index(runs[i][0]), runs[i][1]))
     stacked = [runs[i] for i in order]
     groups: list[tuple[nn.Module, int, int]] = []
     for loss in dict.fromkeys(loss for loss, _ in stacked):
-        first = next(i for i, run in enumerate(stacked) if run[0] == loss)
-        count = sum(run[0] == loss for run in stacked)
-        groups.append((build_criterion(loss, hierarchy).to(device), first, first + count))
+        members = [i for i, run in enumerate(stacked) if run[0] == loss]
+        groups.append((build_criterion(loss, hierarchy).to(device), members[0], members[-1] + 1))
     mlps = []
     for _, seed in stacked:
         torch.manual_seed(seed)
@@ -409,7 +411,6 @@ def train_stacked(runs: Sequence[tuple[str, int]], X: Any, Y: Any, hierarchy: Hi
                 for value in state.values():
                     if isinstance(value, Tensor):
                         value.zero_()
-        torch.cuda.synchronize(device)
     bar = _Progress(config.epochs, f"{len(stacked)} networks", progress)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -499,7 +500,6 @@ def compare_losses(X_train: Any, Y_train: Any, X_test: Any, Y_test: Any, hierarc
     Returns:
         The results in order: per loss its raw output, then its coherent one.
     """
-
     unknown = [loss for loss in losses if loss not in LOSSES]
     if unknown:
         raise ValueError(f"unknown loss {unknown[0]!r}; expected one of {sorted(LOSSES)}")

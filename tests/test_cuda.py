@@ -178,3 +178,31 @@ def test_cuda_graph_stacked_training_matches_eager_and_cpu() -> None:
             torch.testing.assert_close(pg.cpu(), pc, rtol=1e-4, atol=1e-5)
     dropped = train_stacked(runs, data.X, data.Y, data.hierarchy, dataclasses.replace(config, dropout=0.7))
     assert all(torch.isfinite(p).all() for m in dropped for p in m.model.parameters())
+
+
+@pytest.mark.parametrize("mode", ["logit_hinge", "hinge", "squared_hinge", "soft", "hard"])
+@pytest.mark.parametrize("layout", ["dense", "gather"])
+def test_cuda_forced_backends_and_double_backward(mode: str, layout: str) -> None:
+    """On the GPU the 'reference' and 'fused' backends (both layouts) equal the CPU reference, 'fused_cpu' is
+    refused, and a Hessian-vector product (create_graph=True) equals the CPU's."""
+    from hierloss.losses import hbce_backend
+
+    logits, target = _batch()
+    vec = torch.randn(logits.shape, generator=torch.Generator().manual_seed(5))
+
+    def run(device: str, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        module = hierloss.HBCELoss(H, mode=mode).to(device)
+        x = logits.to(device).requires_grad_(True)
+        with hbce_backend(backend, layout):
+            loss = module(x, target.to(device))
+            (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+            (hvp,) = torch.autograd.grad(grad, x, vec.to(device), allow_unused=True)
+        hvp = torch.zeros_like(x) if hvp is None else hvp
+        return loss.detach().cpu(), grad.detach().cpu(), hvp.detach().cpu()
+
+    want = run("cpu", "reference")
+    for backend in ("reference", "fused"):
+        for got, expected in zip(run("cuda", backend), want):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    with hbce_backend("fused_cpu"), pytest.raises(ValueError, match="runs only on CPU tensors in eager mode"):
+        hierloss.HBCELoss(H).cuda()(logits.cuda(), target.cuda())

@@ -122,6 +122,37 @@ def test_immutable(dag: Hierarchy) -> None:
         del dag._labels
 
 
+def test_stays_a_pure_value_after_use(dag: Hierarchy) -> None:
+    """Using a hierarchy (propagation, functional max/min, coherent projection, every module) leaves no tensor,
+    plan or device cache on it: it stays an immutable graph whose state is labels, edges and plain Python values."""
+    from hierloss import HBCELoss, HierarchyPenalty, MaxConstraint, MCLoss
+    from hierloss.functional import max_over_descendants, mc_loss, min_over_ancestors
+    from hierloss.metrics import coherent
+
+    y = torch.tensor([[0, 0, 0, 1, 0, 0]]).float()
+    dag.propagate(y)
+    dag.propagate(y.numpy())
+    max_over_descendants(y, dag)
+    min_over_ancestors(y, dag)
+    coherent(y, dag)
+    mc_loss(y, y, dag)
+    for module in (HBCELoss(dag), HierarchyPenalty(dag), MaxConstraint(dag), MCLoss(dag)):
+        module.double()
+
+    def holds_tensors(value: object) -> bool:
+        if isinstance(value, torch.Tensor):
+            return True
+        if isinstance(value, (tuple, list, set, frozenset)):
+            return any(holds_tensors(v) for v in value)
+        if isinstance(value, dict):
+            return any(holds_tensors(k) or holds_tensors(v) for k, v in value.items())
+        return hasattr(value, "__dict__") and not isinstance(value, type) and holds_tensors(vars(value))
+
+    offenders = [name for name, value in vars(dag).items() if holds_tensors(value)]
+    assert offenders == []
+    assert not hasattr(dag, "upward_plan") and not hasattr(dag, "downward_plan")
+
+
 def test_equality_depends_on_label_order() -> None:
     """The same edges with another label order are a different hierarchy."""
     a = Hierarchy(["a", "b"], [("a", "b")])

@@ -24,3 +24,15 @@ def test_getting_started_runs() -> None:
     for i, block in enumerate(blocks):
         exec(compile(block, f"docs/getting-started.md block {i}", "exec"), namespace)
     assert "fixed" in namespace
+
+
+def test_hbce_pages_backend_examples_run() -> None:
+    """The python blocks of docs/hbce-internals.md, and the one of docs/hbce.md's "How it runs" section, execute as
+    written."""
+    docs = README.parent / "docs"
+    internals = re.findall(r"```python\n(.*?)```", (docs / "hbce-internals.md").read_text(), flags=re.DOTALL)
+    how_it_runs = (docs / "hbce.md").read_text().split("## How it runs", 1)[1]
+    blocks = [*internals, *re.findall(r"```python\n(.*?)```", how_it_runs, flags=re.DOTALL)]
+    assert len(blocks) == 2, "the HBCE pages lost their backend examples"
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"HBCE docs block {i}", "exec"), {})

@@ -396,24 +396,6 @@ class Hierarchy:
         return torch.from_numpy(self._ancestor_array.copy())
 
     # ------------------------------------------------------------------ propagation
-    @cached_property
-    def _plans(self) -> dict[tuple[str, str], PropagationPlan]:
-        return {}
-
-    def upward_plan(self, device: torch.device | str = "cpu") -> PropagationPlan:
-        """Cached :class:`~hierloss.propagation.PropagationPlan` for max over descendants, on ``device``."""
-        key = ("up", str(device))
-        if key not in self._plans:
-            self._plans[key] = PropagationPlan.upward(self).to(device)
-        return self._plans[key]
-
-    def downward_plan(self, device: torch.device | str = "cpu") -> PropagationPlan:
-        """Cached :class:`~hierloss.propagation.PropagationPlan` for min over ancestors, on ``device``."""
-        key = ("down", str(device))
-        if key not in self._plans:
-            self._plans[key] = PropagationPlan.downward(self).to(device)
-        return self._plans[key]
-
     @overload
     def propagate(self, y: np.ndarray) -> np.ndarray: ...
     @overload
@@ -465,7 +447,7 @@ class Hierarchy:
                 raise ValueError(f"column {self._labels[col]!r} holds {value!r}; propagate expects 0/1 labels "
                                  f"({int(bad.sum())} such values in all)")
         positive = (y != 0).to(torch.uint8)
-        plan = self.upward_plan(y.device)
+        plan = PropagationPlan.upward(self, y.device)
         closed = propagate_levels(positive, plan.source, plan.target, plan.sizes, plan.reduce)
         if y.dtype == torch.bool:
             return closed.bool()

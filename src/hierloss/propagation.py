@@ -48,22 +48,22 @@ class PropagationPlan:
     reduce: Literal["amax", "amin"]
 
     @classmethod
-    def upward(cls, hierarchy: Hierarchy) -> PropagationPlan:
+    def upward(cls, hierarchy: Hierarchy, device: torch.device | str | None = None) -> PropagationPlan:
         """Plan for max over self and descendants: edges grouped by the parent's height."""
         heights = hierarchy.heights
         return cls._build(hierarchy, key=[heights[p] for p, _ in hierarchy.edge_indices], reduce="amax",
-                          read_child=True)
+                          read_child=True, device=device)
 
     @classmethod
-    def downward(cls, hierarchy: Hierarchy) -> PropagationPlan:
+    def downward(cls, hierarchy: Hierarchy, device: torch.device | str | None = None) -> PropagationPlan:
         """Plan for min over self and ancestors: edges grouped by the child's depth."""
         depths = hierarchy.depths
         return cls._build(hierarchy, key=[depths[c] for _, c in hierarchy.edge_indices], reduce="amin",
-                          read_child=False)
+                          read_child=False, device=device)
 
     @classmethod
-    def _build(cls, hierarchy: Hierarchy, key: list[int], reduce: Literal["amax", "amin"],
-               read_child: bool) -> PropagationPlan:
+    def _build(cls, hierarchy: Hierarchy, key: list[int], reduce: Literal["amax", "amin"], read_child: bool,
+               device: torch.device | str | None) -> PropagationPlan:
         pairs = hierarchy.edge_indices
         order = sorted(range(len(pairs)), key=lambda e: key[e])
         parents = [pairs[e][0] for e in order]
@@ -77,8 +77,8 @@ class PropagationPlan:
             sizes[-1] += 1
         source, target = (children, parents) if read_child else (parents, children)
         return cls(
-            source=torch.tensor(source, dtype=torch.long),
-            target=torch.tensor(target, dtype=torch.long),
+            source=torch.tensor(source, dtype=torch.long, device=device),
+            target=torch.tensor(target, dtype=torch.long, device=device),
             sizes=tuple(sizes),
             reduce=reduce,
         )
@@ -120,8 +120,11 @@ def max_over_descendants(values: Tensor, hierarchy: Hierarchy) -> Tensor:
     Returns:
         A tensor of the same shape, dtype and device; ``out[..., a] >= out[..., d]`` for every ancestor ``a``
         of ``d``.
+
+    The level plan's index tensors are built (and copied to the device) on every call; in a training or
+    inference loop use :class:`~hierloss.MaxConstraint`, which keeps them in buffers.
     """
-    plan = hierarchy.upward_plan(values.device)
+    plan = PropagationPlan.upward(hierarchy, values.device)
     return propagate_levels(values, plan.source, plan.target, plan.sizes, plan.reduce)
 
 
@@ -135,6 +138,8 @@ def min_over_ancestors(values: Tensor, hierarchy: Hierarchy) -> Tensor:
     Returns:
         A tensor of the same shape, dtype and device; ``out[..., a] >= out[..., d]`` for every ancestor ``a``
         of ``d``.
+
+    The level plan's index tensors are built (and copied to the device) on every call.
     """
-    plan = hierarchy.downward_plan(values.device)
+    plan = PropagationPlan.downward(hierarchy, values.device)
     return propagate_levels(values, plan.source, plan.target, plan.sizes, plan.reduce)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 import re
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from hierloss import HBCELoss, Hierarchy, HierarchyPenalty
 from hierloss.functional import hbce_loss
 from hierloss.hierarchies import chexpert
-from hierloss.losses import hbce as hbce_module
+from hierloss.losses import _hbce_backend, hbce_backend
 from hierloss.penalties import ConditionalPenalty, FixedPenalty
 
 MODES = ("soft", "hard", "hinge", "squared_hinge", "logit_hinge")
@@ -152,24 +153,23 @@ def test_scale_zero_or_no_edges_equals_bce(mode: str) -> None:
 
 
 # ---------------------------------------------------------------- naive loops, values and gradients
-@pytest.fixture(params=["dense", "gather"])
-def edge_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test through both ways the fused loss reads edges: the dense incidence GEMM (small hierarchies,
-    difference modes) and the row gather / scatter (large hierarchies, every mode)."""
-    if request.param == "gather":
-        monkeypatch.setattr(hbce_module, "DENSE_MAX_ENTRIES", 0)
-    return str(request.param)
+#: Every way HBCE can run: (backend, layout) as forced with ``hbce_backend``; pair forms always gather.
+KERNELS = [("reference", None), ("fused", "dense"), ("fused", "gather"), ("fused_cpu", "dense"),
+           ("fused_cpu", "gather")]
+
+
+@pytest.fixture(params=KERNELS, ids=lambda k: "-".join(filter(None, k)))
+def kernel(request: pytest.FixtureRequest) -> Iterator[tuple[str, str | None]]:
+    """Run a test through every backend and edge layout (see ``hierloss.losses._hbce_backend``)."""
+    with hbce_backend(*request.param):
+        yield request.param
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("edge_reduction", ["sum", "mean"])
-@pytest.mark.parametrize("row_sums", ["mv", "sum"])
-def test_matches_naive_loop(dag: Hierarchy, mode: str, edge_reduction: str, edge_path: str, row_sums: str,
-                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """Values and gradients equal a per-sample, per-edge loop, with pos_weight and NaN / ignored targets, through
-    both edge paths and both ways of summing rows (matrix-vector product for short rows, ``sum(1)`` for long)."""
-    if row_sums == "sum":
-        monkeypatch.setattr(hbce_module, "_MV_MAX_LABELS", 0)
+def test_matches_naive_loop(dag: Hierarchy, mode: str, edge_reduction: str, kernel: tuple[str, str | None]) -> None:
+    """Values and gradients equal a per-sample, per-edge loop, with pos_weight and NaN / ignored targets, on every
+    backend and edge layout."""
     torch.manual_seed(2)
     x = (torch.randn(7, dag.num_labels, dtype=torch.float64) * 2).requires_grad_()
     y = (torch.rand(7, dag.num_labels) < 0.4).double()
@@ -192,11 +192,11 @@ def test_matches_naive_loop(dag: Hierarchy, mode: str, edge_reduction: str, edge
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("with_pos_weight", [False, True])
 def test_reduced_loss_matches_naive_loop(dag: Hierarchy, mode: str, reduction: str, with_pos_weight: bool,
-                                         edge_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With nothing masked, 'mean' and 'sum' are computed as one total (not per sample); value and gradient, for an
-    upstream gradient other than 1, equal the reduced naive loop, through both edge paths and the CPU product form
-    of the softplus sum."""
-    monkeypatch.setattr(hbce_module, "_PRODUCT_MIN_ELEMENTS", 0)
+                                         kernel: tuple[str, str | None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing masked, 'mean' and 'sum' are computed as one total (not per sample) by the fused kernels; value
+    and gradient, for an upstream gradient other than 1, equal the reduced naive loop, on every backend and layout
+    and with the CPU product form of the softplus sum."""
+    monkeypatch.setattr(_hbce_backend, "_PRODUCT_MIN_ELEMENTS", 0)
     torch.manual_seed(21)
     x = (torch.randn(9, dag.num_labels, dtype=torch.float64) * 3).requires_grad_()
     y = (torch.rand(9, dag.num_labels) < 0.4).double()
@@ -227,40 +227,6 @@ def test_empty_batch_behaves_like_bce(dag: Hierarchy, reduction: str) -> None:
     assert x.grad is not None and x.grad.shape == (0, dag.num_labels)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (16, 21), (2048, 21), (37, 1001)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_softplus_sum_matches_softplus(shape: tuple[int, int], dtype: torch.dtype) -> None:
-    """The CPU product form of sum(softplus(x)) equals a float64 softplus sum, for sizes below and above its
-    threshold, with and without a partial last group, including logits of magnitude 1e4."""
-    torch.manual_seed(22)
-    x = (torch.randn(*shape, dtype=torch.float64) * 8).to(dtype)
-    x.view(-1)[:: 7] *= 1e3
-    want = F.softplus(x.double()).sum()
-    got = hbce_module._softplus_sum(x)
-    assert got.dtype == dtype and got.shape == ()
-    tol = 1e-6 if dtype == torch.float32 else 1e-12
-    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * x.numel())
-    forced = hbce_module._PRODUCT_MIN_ELEMENTS
-    try:
-        hbce_module._PRODUCT_MIN_ELEMENTS = 0
-        torch.testing.assert_close(hbce_module._softplus_sum(x).double(), want, rtol=tol, atol=tol * x.numel())
-    finally:
-        hbce_module._PRODUCT_MIN_ELEMENTS = forced
-
-
-def test_softplus_sum_infinities_and_nan(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The product form propagates inf and NaN as softplus does: +inf gives inf, -inf adds 0, NaN gives NaN."""
-    monkeypatch.setattr(hbce_module, "_PRODUCT_MIN_ELEMENTS", 0)
-    x = torch.zeros(40)
-    want0 = F.softplus(x).sum()
-    x[3] = float("-inf")
-    torch.testing.assert_close(hbce_module._softplus_sum(x), want0 - F.softplus(torch.zeros(())))
-    x[5] = float("inf")
-    assert hbce_module._softplus_sum(x).item() == float("inf")
-    x[7] = float("nan")
-    assert torch.isnan(hbce_module._softplus_sum(x))
-
-
 def test_large_batch_equals_bce_and_per_sample_path() -> None:
     """At a batch large enough for the product form (2048 x 21), scale=0 equals PyTorch's BCE, and the default loss
     equals the mean of its per-sample values (computed without the product form), gradients included."""
@@ -268,7 +234,7 @@ def test_large_batch_equals_bce_and_per_sample_path() -> None:
     torch.manual_seed(23)
     x = (torch.randn(2048, h.num_labels) * 3).requires_grad_()
     y = (torch.rand(2048, h.num_labels) < 0.2).float()
-    assert x.numel() >= hbce_module._PRODUCT_MIN_ELEMENTS
+    assert x.numel() >= _hbce_backend._PRODUCT_MIN_ELEMENTS
     torch.testing.assert_close(HBCELoss(h, scale=0.0)(x, y), F.binary_cross_entropy_with_logits(x, y))
     total = HBCELoss(h)(x, y)
     per_sample = HBCELoss(h, reduction="none")(x, y).mean()
@@ -279,8 +245,9 @@ def test_large_batch_equals_bce_and_per_sample_path() -> None:
 
 
 @pytest.mark.parametrize("mode", TRAINABLE)
-def test_gradcheck_float64(dag: Hierarchy, mode: str, edge_path: str) -> None:
-    """float64 gradcheck of the fused analytic backward of every trainable mode, through both edge paths."""
+def test_gradcheck_float64(dag: Hierarchy, mode: str, kernel: tuple[str, str | None]) -> None:
+    """float64 gradcheck of every trainable mode on every backend and edge layout (the fused kernels' analytic
+    backward)."""
     torch.manual_seed(3)
     x = (torch.randn(5, dag.num_labels, dtype=torch.float64) * 2).requires_grad_()
     y = (torch.rand(5, dag.num_labels) < 0.5).double()
@@ -320,48 +287,6 @@ def test_default_scale_depends_on_the_mode(dag: Hierarchy) -> None:
     x, y = torch.randn(4, 6), (torch.rand(4, 6) < 0.5).float()
     torch.testing.assert_close(hbce_loss(x, y, dag.edge_index, torch.ones(5)),
                                hbce_loss(x, y, dag.edge_index, torch.ones(5), scale=0.1, mode="logit_hinge"))
-
-
-@pytest.mark.parametrize("mode", DIFFERENCE)
-def test_dense_and_gather_paths_agree(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On CheXpert (dense path by default) the two edge paths give the same loss and gradient, with masking."""
-    h = chexpert()
-    torch.manual_seed(12)
-    x = (torch.randn(33, h.num_labels) * 2).requires_grad_()
-    y = (torch.rand(33, h.num_labels) < 0.3).float()
-    y[3, 4] = float("nan")
-    crit = HBCELoss(h, penalties=torch.rand(h.num_edges).tolist(), scale=0.7, mode=mode, reduction="none",
-                    pos_weight=torch.rand(h.num_labels) + 0.5)
-    g = torch.rand(33)
-    dense = crit(x, y)
-    (g_dense,) = torch.autograd.grad(dense, x, g)
-    monkeypatch.setattr(hbce_module, "DENSE_MAX_ENTRIES", 0)
-    gather = crit(x, y)
-    (g_gather,) = torch.autograd.grad(gather, x, g)
-    torch.testing.assert_close(dense, gather)
-    torch.testing.assert_close(g_dense, g_gather)
-
-
-def test_cpu_nan_free_shortcut_equals_the_masked_path(dag: Hierarchy, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On the CPU a float target without NaN skips the NaN mask; forcing the mask gives the same loss and gradient."""
-    from hierloss import _masking
-
-    torch.manual_seed(13)
-    x = torch.randn(10, 6, requires_grad=True)
-    y = (torch.rand(10, 6) < 0.5).float()
-    assert _masking.target_mask(y, None)[1] is None
-    assert _masking.target_mask(torch.where(y > 0, float("nan"), y), None)[1] is not None
-    for mode in MODES:
-        crit = HBCELoss(dag, mode=mode, reduction="none", pos_weight=torch.full((6,), 1.5))
-        fast = crit(x, y)
-        (g_fast,) = torch.autograd.grad(fast.sum(), x)
-        with monkeypatch.context() as m:
-            m.setattr(_masking, "_nan_free_on_cpu", lambda target: False)
-            assert _masking.target_mask(y, None)[1] is not None
-            masked = crit(x, y)
-            (g_masked,) = torch.autograd.grad(masked.sum(), x)
-        torch.testing.assert_close(fast, masked)
-        torch.testing.assert_close(g_fast, g_masked)
 
 
 def test_from_probabilities_matches_from_logits(dag: Hierarchy) -> None:
@@ -478,8 +403,8 @@ def test_closure_penalises_ancestor_pairs() -> None:
 
 def test_argument_errors(dag: Hierarchy) -> None:
     """Bad hyper-parameters and shapes raise errors quoting the offending value."""
-    with pytest.raises(ValueError, match="mode must be one of 'soft', 'hard', 'hinge', 'squared_hinge', "
-                                         "'logit_hinge', got 'fuzzy'"):
+    with pytest.raises(ValueError, match="mode must be one of 'logit_hinge', 'hinge', 'squared_hinge', "
+                                         "'soft', 'hard', got 'fuzzy'"):
         HBCELoss(dag, mode="fuzzy")
     for bad in (-0.5, float("nan"), float("inf"), "1"):
         want = f"scale must be a finite number >= 0 (or None for the mode's default), got {bad!r}"
@@ -674,3 +599,33 @@ def test_training_default_mode_reduces_incoherence(seed: int) -> None:
     assert rates["hard"] == rates["bce"]  # zero gradient: the very same model
     assert rates["bce"] > 0.5
     assert rates["default"] < 0.7 * rates["bce"]
+
+
+# ---------------------------------------------------------------- state follows the hierarchy
+def test_state_dict_of_another_hierarchy_is_refused(dag: Hierarchy) -> None:
+    """Loading the state dict of a loss over another hierarchy with as many edges raises an error naming the first
+    differing edge, and loads nothing: the loss keeps computing over its own edges (gradcheck passes). Penalties
+    saved over the same hierarchy load freely."""
+    other = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d", "e"], "c": ["d"], "iso": []})
+    assert other.num_edges == dag.num_edges and other.labels == dag.labels
+    crit = HBCELoss(dag, mode="hinge", reduction="none")
+    before = {k: v.clone() for k, v in crit.state_dict().items()}
+    with pytest.raises(RuntimeError, match=re.escape(
+            "edge_index: the state dict was saved for another hierarchy (its edge 3 joins label indices (1, 4); this "
+            "hierarchy's edge 3 is ('c', 'd') = (2, 3)); build the HBCELoss from the hierarchy it was saved with")):
+        crit.load_state_dict(HBCELoss(other, penalties=[9.0] * 5).state_dict())
+    for key, value in crit.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+    with pytest.raises(RuntimeError, match=r"it has 1 edges, this hierarchy has 5"):
+        crit.load_state_dict(HBCELoss(Hierarchy.from_edges([("a", "b")])).state_dict())
+    x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    y = torch.zeros(3, 6, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda z: crit.double()(z, y), (x,))
+    crit.load_state_dict(HBCELoss(dag, mode="hinge", penalties=[1, 2, 3, 4, 5]).state_dict())
+    torch.testing.assert_close(crit.edge_weight, torch.tensor([1.0, 2, 3, 4, 5], dtype=torch.float64))
+
+
+def test_repr_shows_the_edge_reduction_in_effect(dag: Hierarchy) -> None:
+    """``repr`` shows the edge reduction in effect, not the ``None`` that selected it."""
+    assert "edge_reduction='mean'" in repr(HBCELoss(dag))
+    assert "edge_reduction='sum'" in repr(HBCELoss(dag, mode="hard"))

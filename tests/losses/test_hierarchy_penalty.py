@@ -129,3 +129,14 @@ def test_errors(dag: Hierarchy) -> None:
         hierarchy_penalty(torch.zeros(2, 4), dag.edge_index, torch.ones(3))
     with pytest.raises(TypeError, match=r"expected a hierloss\.Hierarchy, got dict"):
         HierarchyPenalty({"a": ["b"]})  # type: ignore[arg-type]
+
+
+def test_state_dict_of_another_hierarchy_is_refused() -> None:
+    """A state dict saved over another hierarchy (as many edges) is refused with the differing edge named."""
+    h = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"]})
+    other = Hierarchy.from_dict({"a": ["b", "c"], "c": ["d"]})
+    pen = HierarchyPenalty(h)
+    with pytest.raises(RuntimeError, match=r"edge_index: the state dict was saved for another hierarchy \(its edge 2 "
+                                           r"joins label indices \(2, 3\); this hierarchy's edge 2 is \('b', 'd'\)"):
+        pen.load_state_dict(HierarchyPenalty(other).state_dict())
+    assert torch.equal(pen.edge_index, h.edge_index)

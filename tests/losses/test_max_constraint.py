@@ -234,9 +234,24 @@ def test_errors(dag: Hierarchy) -> None:
         MCLoss(dag, reduction="avg")
     with pytest.raises(TypeError, match="Expected a Hierarchy, got dict"):
         MaxConstraint({"a": ["b"]})  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="Expected a Hierarchy or a PropagationPlan, got str"):
+    with pytest.raises(TypeError, match="Expected a Hierarchy, got str"):
         mc_loss(logits, torch.zeros_like(logits), "dag")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"Expected an upward \('amax'\) PropagationPlan, got reduce='amin'"):
-        mc_loss(logits, torch.zeros_like(logits), dag.downward_plan())
     with pytest.raises(ValueError, match=r"Expected `input` of shape \(\.\.\., 7\), got \(4, 2\)"):
         MaxConstraint(dag)(torch.rand(4, 2))
+
+
+def test_state_dict_of_another_hierarchy_is_refused() -> None:
+    """MCLoss / MaxConstraint refuse a state dict whose propagation plan belongs to another hierarchy, and keep
+    their own plan (the one of ``self.hierarchy``)."""
+    h = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"]})
+    other = Hierarchy.from_dict({"a": ["b", "c"], "c": ["d"]})
+    scores = torch.tensor([[0.1, 0.2, 0.3, 0.9]])
+    for cls in (MCLoss, MaxConstraint):
+        module = cls(h)
+        with pytest.raises(RuntimeError, match=rf"plan_(source|target): the state dict was saved for another "
+                                               rf"hierarchy \(its propagation plan differs\); build the "
+                                               rf"{cls.__name__} from"):
+            module.load_state_dict(cls(other).state_dict())
+        for name, value in cls(h).state_dict().items():
+            assert torch.equal(module.state_dict()[name], value)
+    torch.testing.assert_close(MaxConstraint(h)(scores), torch.tensor([[0.9, 0.9, 0.3, 0.9]]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hierloss.losses._hbce_backend import hbce_backend
 from hierloss.losses.asymmetric import AsymmetricLoss, asymmetric_loss
 from hierloss.losses.focal import FocalLoss, focal_loss
 from hierloss.losses.hbce import HBCELoss, hbce_loss
@@ -23,6 +24,7 @@ __all__ = [
     "ZLPRLoss",
     "asymmetric_loss",
     "focal_loss",
+    "hbce_backend",
     "hbce_loss",
     "hierarchy_penalty",
     "label_graph_refinement",

@@ -7,28 +7,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from hierloss._penalty_forms import FORMS, MODES, PenaltyForm
 from hierloss.hierarchy import Hierarchy
 
-__all__ = ["DIFFERENCE_MODES", "MODES", "check_penalty_args", "resolve_edges", "resolve_scale"]
+__all__ = ["EdgeModule", "check_penalty_args", "resolve_edges", "resolve_scale"]
 
-MODES: tuple[str, ...] = ("soft", "hard", "hinge", "squared_hinge", "logit_hinge")
-#: Modes whose penalty is a function of ``v_child − v_parent`` only (the fused loss reads them with one GEMM).
-DIFFERENCE_MODES: tuple[str, ...] = ("hinge", "squared_hinge", "logit_hinge")
 EDGE_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
-#: ``scale=None`` means this λ for the mode (1.0 for modes not listed); see ``docs/hbce.md`` for the evidence.
-DEFAULT_SCALES: dict[str, float] = {"logit_hinge": 0.1}
 
 
-def resolve_scale(mode: str, scale: float | None) -> float:
-    """The effective λ: ``scale``, or the mode's default (:data:`DEFAULT_SCALES`, else 1.0) when ``None``.
+def resolve_scale(form: PenaltyForm, scale: float | None) -> float:
+    """The effective λ: ``scale``, or the form's default (``form.default_scale``) when ``None``.
 
     Raises:
         ValueError: if ``scale`` is negative, NaN or infinite (a negative λ would reward violations).
     """
     if scale is None:
-        return DEFAULT_SCALES.get(mode, 1.0)
+        return form.default_scale
     # comparisons only (no math.isfinite): they also hold for the symbolic floats torch.compile traces when a
     # scale changes between calls; NaN and inf fail them
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < math.inf:
@@ -36,23 +32,25 @@ def resolve_scale(mode: str, scale: float | None) -> float:
     return float(scale)
 
 
-def check_penalty_args(mode: str, threshold: float, temperature: float, edge_reduction: str | None) -> str:
-    """Validate the penalty's hyper-parameters; return the effective edge reduction.
+def check_penalty_args(mode: str, threshold: float, temperature: float,
+                       edge_reduction: str | None) -> tuple[PenaltyForm, str]:
+    """Validate the penalty's hyper-parameters; return the form of ``mode`` and the effective edge reduction.
 
-    ``edge_reduction=None`` means the mode's default: ``'sum'`` for ``'hard'`` (the reference) and ``'mean'``
+    ``edge_reduction=None`` means the form's default: ``'sum'`` for ``'hard'`` (the reference) and ``'mean'``
     for the trainable modes.
     """
-    if mode not in MODES:
+    if mode not in FORMS:
         raise ValueError(f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}")
     if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
         raise ValueError(f"threshold must be a probability in (0, 1), got {threshold!r}")
     if not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    form = FORMS[mode]
     if edge_reduction is None:
-        return "sum" if mode == "hard" else "mean"
+        return form, form.default_edge_reduction
     if edge_reduction not in EDGE_REDUCTIONS:
         raise ValueError(f"edge_reduction must be 'sum', 'mean' or None, got {edge_reduction!r}")
-    return edge_reduction
+    return form, edge_reduction
 
 
 def resolve_edges(hierarchy: Hierarchy, penalties: Any, closure: bool = False) -> tuple[Tensor, Tensor]:
@@ -111,3 +109,55 @@ def resolve_edges(hierarchy: Hierarchy, penalties: Any, closure: bool = False) -
         k = int(torch.nonzero(bad)[0])
         raise ValueError(f"penalty of edge {edges[k]!r} is {float(values[k])!r}; penalties must be finite and >= 0")
     return target.edge_index, values.to(torch.float32)
+
+
+class EdgeModule(nn.Module):
+    """Base of the modules whose constants are a hierarchy's edges: ``edge_index`` and ``edge_weight`` buffers.
+
+    Loading a state dict checks that its ``edge_index`` is this module's: a state dict saved from a loss over
+    another hierarchy is refused with an error naming the first differing edge (the module's derived buffers and
+    its ``hierarchy`` could not follow it). ``edge_weight`` (the penalties) loads freely.
+    """
+
+    edge_index: Tensor
+    edge_weight: Tensor
+
+    def __init__(self, hierarchy: Hierarchy, penalties: Any, closure: bool) -> None:
+        super().__init__()
+        edge_index, edge_weight = resolve_edges(hierarchy, penalties, closure)
+        self.hierarchy = hierarchy
+        self.closure = closure
+        self.register_buffer("edge_index", edge_index)
+        self.register_buffer("edge_weight", edge_weight)
+
+    def _check_width(self, input: Tensor) -> None:
+        if input.ndim != 2 or input.shape[1] != self.hierarchy.num_labels:
+            raise ValueError(f"Expected `input` of shape (N, {self.hierarchy.num_labels}), got {tuple(input.shape)}")
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, local_metadata: Any, strict: bool,
+                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
+        key = prefix + "edge_index"
+        if key in state_dict:
+            problem = _edge_index_mismatch(state_dict[key], self.edge_index, self.hierarchy.labels)
+            if problem is not None:
+                error_msgs.append(f"{key}: the state dict was saved for another hierarchy ({problem}); build the "
+                                  f"{type(self).__name__} from the hierarchy it was saved with")
+                return  # nothing of this module is loaded
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+def _edge_index_mismatch(loaded: Any, current: Tensor, labels: Sequence[str]) -> str | None:
+    """``None`` when ``loaded`` equals ``current``; else what differs, naming the first differing edge."""
+    if not isinstance(loaded, Tensor) or loaded.ndim != 2 or loaded.shape[0] != 2:
+        return f"its edge_index is not a (2, E) tensor: {loaded!r:.80}"
+    if loaded.shape != current.shape:
+        return f"it has {loaded.shape[1]} edges, this hierarchy has {current.shape[1]}"
+    loaded, current = loaded.detach().cpu().long(), current.detach().cpu()
+    differ = torch.nonzero((loaded != current).any(0))
+    if differ.numel() == 0:
+        return None
+    e = int(differ[0])
+    (lp, lc), (cp, cc) = loaded[:, e].tolist(), current[:, e].tolist()
+    return (f"its edge {e} joins label indices ({lp}, {lc}); this hierarchy's edge {e} is "
+            f"({labels[cp]!r}, {labels[cc]!r}) = ({cp}, {cc})")

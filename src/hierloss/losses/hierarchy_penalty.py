@@ -1,40 +1,26 @@
-"""The hierarchy penalty term alone: ``Σ_edges w_e · penalty(p_parent, p_child)``, addable to any base loss."""
+"""The hierarchy penalty term alone: ``Σ_edges w_e · penalty(v_parent, v_child)``, addable to any base loss."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from hierloss._autocast import autocast_disabled
+from hierloss._penalty_forms import DEFAULT_MODE, DEFAULT_TEMPERATURE, edge_penalty, penalty_space
 from hierloss._reduction import check_reduction, reduce_samples
 from hierloss.hierarchy import Hierarchy
-from hierloss.losses._edges import check_penalty_args, resolve_edges, resolve_scale
+from hierloss.losses._edges import EdgeModule, check_penalty_args, resolve_scale
 
-__all__ = ["DEFAULT_MODE", "DEFAULT_TEMPERATURE", "HierarchyPenalty", "edge_terms", "hierarchy_penalty",
-           "penalty_space"]
-
-#: Default penalty form, chosen from the trade-off experiments in ``docs/hbce.md`` (its default λ is 0.1).
-DEFAULT_MODE = "logit_hinge"
-#: Probabilities are clipped to ``[CLIP, 1 − CLIP]`` before taking their logit (the reference's clipping).
-CLIP = 1e-7
-#: Default temperature of ``mode='soft'`` (see ``docs/hbce.md``).
-DEFAULT_TEMPERATURE = 0.1
+__all__ = ["DEFAULT_MODE", "DEFAULT_TEMPERATURE", "HierarchyPenalty", "edge_terms", "hierarchy_penalty"]
 
 
-def penalty_space(input: Tensor, mode: str, from_logits: bool) -> Tensor:
-    """The values :func:`edge_terms` reads: logits for ``'logit_hinge'``, probabilities for the other modes.
+def edge_terms(v_parent: Tensor, v_child: Tensor, mode: str, threshold: float = 0.5,
+               temperature: float = DEFAULT_TEMPERATURE) -> Tensor:
+    """Per-edge penalty values from parent and child values of any matching shapes (no weights, no reduction).
 
-    Probabilities given to ``'logit_hinge'`` are clipped to ``[1e-7, 1 − 1e-7]`` before their logit is taken.
-    """
-    if mode == "logit_hinge":
-        return input if from_logits else torch.logit(input, eps=CLIP)
-    return torch.sigmoid(input) if from_logits else input
-
-
-def edge_terms(p_parent: Tensor, p_child: Tensor, mode: str, threshold: float, temperature: float) -> Tensor:
-    """Per-edge penalty values from parent and child values (any matching shapes; see :func:`penalty_space`).
+    The values are logits for ``'logit_hinge'`` and probabilities for the other modes:
 
     * ``'hard'``: ``1[p_parent < t and p_child > t]`` (the reference; no gradient);
     * ``'soft'``: ``σ((t − p_parent)/τ) · σ((p_child − t)/τ)``, which tends to the hard indicator as ``τ → 0``;
@@ -42,13 +28,16 @@ def edge_terms(p_parent: Tensor, p_child: Tensor, mode: str, threshold: float, t
     * ``'squared_hinge'``: ``max(0, p_child − p_parent)²``;
     * ``'logit_hinge'``: ``max(0, z_child − z_parent)`` on *logits* ``z``: positive on exactly the same edges as
       ``'hinge'`` (the sigmoid is monotone), but its gradient does not vanish where the probabilities saturate.
+
+    The hinges have zero gradient on a tie (``v_child == v_parent``).
+
+    Example:
+        >>> import torch
+        >>> edge_terms(torch.tensor([0.2, 0.9]), torch.tensor([0.7, 0.3]), "hinge")
+        tensor([0.5000, 0.0000])
     """
-    if mode == "hard":
-        return ((p_parent < threshold) & (p_child > threshold)).to(p_parent.dtype)
-    if mode == "soft":
-        return torch.sigmoid((threshold - p_parent) / temperature) * torch.sigmoid((p_child - threshold) / temperature)
-    gap = (p_child - p_parent).clamp_min(0)
-    return gap * gap if mode == "squared_hinge" else gap
+    form, _ = check_penalty_args(mode, threshold, temperature, None)
+    return form.value(v_parent, v_child, threshold, temperature)
 
 
 def hierarchy_penalty(
@@ -92,8 +81,8 @@ def hierarchy_penalty(
         ...                   reduction="none")
         tensor([0.7000, 0.0000])
     """
-    edge_red = check_penalty_args(mode, threshold, temperature, edge_reduction)
-    scale = resolve_scale(mode, scale)
+    form, edge_red = check_penalty_args(mode, threshold, temperature, edge_reduction)
+    scale = resolve_scale(form, scale)
     check_reduction(reduction)
     if input.ndim != 2:
         raise ValueError(f"Expected `input` of shape (N, C), got {tuple(input.shape)}")
@@ -102,21 +91,20 @@ def hierarchy_penalty(
                          f"{tuple(edge_weight.shape)}")
     with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()  # low precision computes in float32
-        v = penalty_space(x, mode, from_logits)
-        terms = edge_terms(v.index_select(1, edge_index[0]), v.index_select(1, edge_index[1]), mode, threshold,
-                           temperature)
         weight = edge_weight.to(x.dtype) * scale
         if edge_red == "mean":
             weight = weight / max(edge_index.shape[1], 1)
-        per_sample = terms @ weight  # (N, 0) @ (0,) is zeros that still depend on ``input``: backward works
+        per_sample = edge_penalty(penalty_space(x, form, from_logits), edge_index, weight, form, threshold,
+                                  temperature)
     return reduce_samples(per_sample, reduction)
 
 
-class HierarchyPenalty(nn.Module):
+class HierarchyPenalty(EdgeModule):
     """The hierarchy penalty term as a module: ``loss = base_loss(logits, y) + HierarchyPenalty(h)(logits)``.
 
     The penalty depends on predictions only. Its constants (``edge_index``, ``edge_weight``) are buffers, so
     ``.to()``, ``.cuda()``, ``.half()`` and ``state_dict()`` work; ``forward`` never synchronises with the host.
+    A state dict saved over another hierarchy is refused when loaded.
 
     Args:
         hierarchy: the label hierarchy; ``C = hierarchy.num_labels``, ``E = hierarchy.num_edges``.
@@ -144,9 +132,6 @@ class HierarchyPenalty(nn.Module):
         >>> loss.backward()
     """
 
-    edge_index: Tensor
-    edge_weight: Tensor
-
     def __init__(
         self,
         hierarchy: Hierarchy,
@@ -160,29 +145,24 @@ class HierarchyPenalty(nn.Module):
         edge_reduction: str | None = None,
         reduction: str = "mean",
     ) -> None:
-        super().__init__()
-        check_penalty_args(mode, threshold, temperature, edge_reduction)
+        form, effective_edge_reduction = check_penalty_args(mode, threshold, temperature, edge_reduction)
         check_reduction(reduction)
-        edge_index, edge_weight = resolve_edges(hierarchy, penalties, closure)
-        self.hierarchy = hierarchy
-        self.register_buffer("edge_index", edge_index)
-        self.register_buffer("edge_weight", edge_weight)
-        self.scale = resolve_scale(mode, scale)
+        super().__init__(hierarchy, penalties, closure)
+        self._edge_reduction = effective_edge_reduction
+        self.scale = resolve_scale(form, scale)
         self.mode = mode
         self.threshold = float(threshold)
         self.temperature = float(temperature)
         self.from_logits = from_logits
-        self.closure = closure
         self.edge_reduction = edge_reduction
         self.reduction = reduction
 
     def forward(self, input: Tensor) -> Tensor:
         """Penalty of ``input`` (``(N, C)`` logits or probabilities)."""
-        if input.ndim != 2 or input.shape[1] != self.hierarchy.num_labels:
-            raise ValueError(f"Expected `input` of shape (N, {self.hierarchy.num_labels}), got {tuple(input.shape)}")
+        self._check_width(input)
         return hierarchy_penalty(input, self.edge_index, self.edge_weight, self.scale, self.mode, self.threshold,
                                  self.temperature, self.from_logits, self.edge_reduction, self.reduction)
 
     def extra_repr(self) -> str:
         return (f"num_labels={self.hierarchy.num_labels}, num_edges={self.edge_index.shape[1]}, mode={self.mode!r}, "
-                f"scale={self.scale}, edge_reduction={self.edge_reduction!r}")
+                f"scale={self.scale}, edge_reduction={self._edge_reduction!r}")

@@ -15,6 +15,9 @@ level-wise kernel of :mod:`hierloss.propagation`, ``O(N·(C + E))`` memory.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,20 +32,10 @@ from hierloss.propagation import PropagationPlan, propagate_levels
 __all__ = ["MCLoss", "MaxConstraint", "mc_loss"]
 
 
-def _plan_of(hierarchy: Hierarchy | PropagationPlan, device: torch.device) -> PropagationPlan:
-    if isinstance(hierarchy, Hierarchy):
-        return hierarchy.upward_plan(device)
-    if isinstance(hierarchy, PropagationPlan):
-        if hierarchy.reduce != "amax":
-            raise ValueError(f"Expected an upward ('amax') PropagationPlan, got reduce={hierarchy.reduce!r}")
-        return hierarchy
-    raise TypeError(f"Expected a Hierarchy or a PropagationPlan, got {type(hierarchy).__name__}")
-
-
 def mc_loss(
     input: Tensor,
     target: Tensor,
-    hierarchy: Hierarchy | PropagationPlan,
+    hierarchy: Hierarchy,
     reduction: str = "mean",
     ignore_index: float | None = None,
 ) -> Tensor:
@@ -56,8 +49,8 @@ def mc_loss(
         target: ``(N, C)`` 0/1 targets (hierarchy-consistent, as C-HMCNN assumes: every ancestor of a positive is
             positive). NaN and ``ignore_index`` entries are left out of the BCE; inside ``MCM(y·h)`` they count as
             negatives.
-        hierarchy: the :class:`~hierloss.hierarchy.Hierarchy`, or its upward
-            :class:`~hierloss.propagation.PropagationPlan` (what :class:`MCLoss` passes).
+        hierarchy: the label hierarchy; its propagation plan is built on every call (:class:`MCLoss` keeps it
+            in buffers).
         reduction: ``'mean'`` over the ``N·C`` (valid) elements, as the authors' ``nn.BCELoss``; ``'sum'``; or
             ``'none'`` for the ``(N, C)`` element-wise losses (0 at masked entries).
         ignore_index: a target value (e.g. ``-1``) to leave out.
@@ -73,9 +66,16 @@ def mc_loss(
         >>> round(mc_loss(logits, torch.tensor([[0.0, 0.0]]), h).item(), 4)  # parent's constrained logit is 1
         1.3133
     """
+    if not isinstance(hierarchy, Hierarchy):
+        raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
+    return _mc_loss(input, target, PropagationPlan.upward(hierarchy, input.device), reduction, ignore_index)
+
+
+def _mc_loss(input: Tensor, target: Tensor, plan: PropagationPlan, reduction: str,
+             ignore_index: float | None) -> Tensor:
+    """:func:`mc_loss` with the hierarchy's upward plan given (:class:`MCLoss` keeps it in buffers)."""
     check_reduction(reduction)
     check_pair(input, target)
-    plan = _plan_of(hierarchy, input.device)
     with autocast_disabled(input.device.type):
         z = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)
@@ -93,7 +93,11 @@ def mc_loss(
 
 
 class _UpwardPlanBuffers(nn.Module):
-    """Holds a hierarchy's upward propagation plan as buffers, so that it follows the module across devices."""
+    """Holds a hierarchy's upward propagation plan as buffers, so that it follows the module across devices.
+
+    Loading a state dict whose plan differs (saved over another hierarchy) is refused: the plan must stay the one
+    of ``self.hierarchy``.
+    """
 
     plan_source: Tensor
     plan_target: Tensor
@@ -110,6 +114,19 @@ class _UpwardPlanBuffers(nn.Module):
 
     def _plan(self) -> PropagationPlan:
         return PropagationPlan(self.plan_source, self.plan_target, self.plan_sizes, "amax")
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, local_metadata: Any, strict: bool,
+                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
+        for name in ("plan_source", "plan_target"):
+            loaded = state_dict.get(prefix + name)
+            own = getattr(self, name)
+            if isinstance(loaded, Tensor) and (loaded.shape != own.shape or not torch.equal(loaded.cpu(), own.cpu())):
+                error_msgs.append(f"{prefix}{name}: the state dict was saved for another hierarchy (its propagation "
+                                  f"plan differs); build the {type(self).__name__} from the hierarchy it was saved "
+                                  "with")
+                return  # nothing of this module is loaded
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def _check_width(self, input: Tensor, name: str = "input") -> None:
         if input.ndim == 0 or input.shape[-1] != self.hierarchy.num_labels:
@@ -154,7 +171,8 @@ class MCLoss(_UpwardPlanBuffers):
 
     ``BCE((1 − y)·MCM(h) + y·MCM(y·h), y)`` with ``h = σ(logits)``, averaged over ``N·C``; see :func:`mc_loss`.
     Predict with ``MaxConstraint(hierarchy)(torch.sigmoid(logits))``. The propagation plan is stored as buffers
-    (``.to()``, ``state_dict()`` work) and ``forward`` never synchronises with the host.
+    (``.to()`` and ``state_dict()`` work; a state dict saved over another hierarchy is refused) and ``forward``
+    never synchronises with the host.
 
     Args:
         hierarchy: the label hierarchy; ``C = hierarchy.num_labels``.
@@ -184,7 +202,7 @@ class MCLoss(_UpwardPlanBuffers):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Loss of ``input`` (``(N, C)`` logits) against ``target`` (``(N, C)``)."""
         self._check_width(input)
-        return mc_loss(input, target, self._plan(), self.reduction, self.ignore_index)
+        return _mc_loss(input, target, self._plan(), self.reduction, self.ignore_index)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, reduction={self.reduction!r}"

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from hierloss._penalty_forms import violated
 from hierloss.hierarchy import Hierarchy
 from hierloss.metrics._inputs import scores_for
 
@@ -30,11 +31,9 @@ def check_threshold(threshold: float | None) -> None:
 
 
 def edge_flags(scores: Tensor, edge_index: Tensor, threshold: float | None) -> Tensor:
-    """Bool ``(N, E)`` violation flags of ``(N, C)`` probabilities for a ``(2, E)`` parent/child ``edge_index``."""
-    parent, child = scores.index_select(1, edge_index[0]), scores.index_select(1, edge_index[1])
-    if threshold is None:
-        return child > parent
-    return (parent < threshold) & (child > threshold)
+    """Bool ``(N, E)`` violation flags of ``(N, C)`` probabilities for a ``(2, E)`` parent/child ``edge_index``:
+    the penalty forms' violation test (:func:`hierloss._penalty_forms.violated`)."""
+    return violated(scores.index_select(1, edge_index[0]), scores.index_select(1, edge_index[1]), threshold)
 
 
 def edge_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,

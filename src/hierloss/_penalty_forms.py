@@ -1,0 +1,188 @@
+"""The penalty forms of the hierarchy loss, each defined once: its value and its derivatives.
+
+A form scores one parent → child edge from the parent's value ``v_p`` and the child's value ``v_c`` (logits or
+probabilities, see :attr:`PenaltyForm.space`). Every consumer reads :data:`FORMS`:
+
+* the plain-PyTorch reference (:func:`hierloss.losses.hierarchy_penalty.hierarchy_penalty` and HBCE's
+  ``'reference'`` backend) evaluates :meth:`PenaltyForm.value` and lets autograd differentiate it;
+* the fused HBCE kernel (:mod:`hierloss.losses._hbce_backend`) evaluates the same values and writes the gradient
+  with the forms' derivatives (:attr:`PenaltyForm.slope` of a difference form, :meth:`PenaltyForm.value_and_partials`
+  of a pair form);
+* the metrics' violation test is :func:`violated`, which is also the ``'hard'`` form's indicator.
+
+There are two kinds of form:
+
+* **difference forms** depend on the clamped gap ``h = max(0, v_c − v_p)`` only: ``penalty = f(h)`` with
+  ``f(0) = 0``, and ``∂penalty/∂v_c = f'(h) = −∂penalty/∂v_p``. The fused kernel computes every gap of a batch
+  with one matrix product, so these are the fast forms. ``f'(0)`` is 0 (no gradient on a tie), matching the
+  autograd of ``relu``.
+* **pair forms** read both values: one function returns ``penalty = g(v_p, v_c)`` and, when asked, its partial
+  derivatives (computed from the same intermediates), or ``None`` for a form without gradient.
+
+Adding a form is one entry in :data:`FORMS` (and the tests of ``tests/test_penalty_forms.py`` check its
+derivatives against autograd of its value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["CLIP", "DEFAULT_MODE", "DEFAULT_TEMPERATURE", "FORMS", "MODES", "PenaltyForm", "edge_penalty",
+           "penalty_space", "violated"]
+
+#: Probabilities are clipped to ``[CLIP, 1 − CLIP]`` before their logit is taken (the reference's clipping).
+CLIP = 1e-7
+#: Default temperature of ``mode='soft'`` (see ``docs/hbce.md``).
+DEFAULT_TEMPERATURE = 0.1
+
+GapFn = Callable[[Tensor], Tensor]
+#: ``(v_parent, v_child, threshold, temperature, with_partials) -> (value, (∂/∂v_parent, ∂/∂v_child) or None)``
+PairFn = Callable[[Tensor, Tensor, float, float, bool], tuple[Tensor, tuple[Tensor, Tensor] | None]]
+
+
+def violated(v_parent: Tensor, v_child: Tensor, threshold: float | None) -> Tensor:
+    """Bool: whether an edge is violated.
+
+    With a ``threshold`` the reference's test, strict on both sides: ``v_parent < t and v_child > t`` (the
+    ``'hard'`` form's indicator). With ``threshold=None``: ``v_child > v_parent``, exactly where every difference
+    form is positive (violated at *some* threshold). NaN values never count as a violation.
+    """
+    if threshold is None:
+        return v_child > v_parent
+    return (v_parent < threshold) & (v_child > threshold)
+
+
+@dataclass(frozen=True)
+class PenaltyForm:
+    """One penalty form: how it scores an edge and how that score changes with the parent and child values.
+
+    Attributes:
+        name: the ``mode`` string users pass.
+        space: what the form reads: ``'logits'`` or ``'probabilities'``.
+        default_scale: λ when ``scale=None``.
+        default_edge_reduction: ``'sum'`` or ``'mean'`` over edges when ``edge_reduction=None``.
+        gap: difference forms only: ``f(h)`` of the clamped gap ``h >= 0``.
+        slope: difference forms only: ``f'(h)``, the derivative with respect to ``v_child``.
+        pair: pair forms only: ``(v_parent, v_child, threshold, temperature, with_partials)`` to
+            ``(g, (∂g/∂v_parent, ∂g/∂v_child))``; the partials are ``None`` when not asked for or when the form
+            has no gradient.
+        has_gradient: whether the form trains (the reference's ``'hard'`` indicator does not).
+    """
+
+    name: str
+    space: Literal["logits", "probabilities"]
+    default_scale: float = 1.0
+    default_edge_reduction: Literal["sum", "mean"] = "mean"
+    gap: GapFn | None = None
+    slope: GapFn | None = None
+    pair: PairFn | None = None
+    has_gradient: bool = True
+
+    @property
+    def is_difference(self) -> bool:
+        """Whether the form depends on ``v_child − v_parent`` only."""
+        return self.gap is not None
+
+    def value(self, v_parent: Tensor, v_child: Tensor, threshold: float, temperature: float) -> Tensor:
+        """Per-edge penalty for matching-shape parent and child values (differentiable by autograd)."""
+        if self.gap is not None:
+            return self.gap(torch.relu(v_child - v_parent))
+        assert self.pair is not None
+        return self.pair(v_parent, v_child, threshold, temperature, False)[0]
+
+    def value_and_partials(self, v_parent: Tensor, v_child: Tensor, threshold: float,
+                           temperature: float) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """The value and ``(∂penalty/∂v_parent, ∂penalty/∂v_child)``; ``None`` when the gradient is zero everywhere."""
+        if self.gap is not None:
+            assert self.slope is not None
+            h = torch.relu(v_child - v_parent)
+            s = self.slope(h)
+            return self.gap(h), (-s, s)
+        assert self.pair is not None
+        return self.pair(v_parent, v_child, threshold, temperature, self.has_gradient)
+
+    def partials(self, v_parent: Tensor, v_child: Tensor, threshold: float,
+                 temperature: float) -> tuple[Tensor, Tensor] | None:
+        """``(∂penalty/∂v_parent, ∂penalty/∂v_child)``; ``None`` when the gradient is zero everywhere."""
+        return self.value_and_partials(v_parent, v_child, threshold, temperature)[1]
+
+
+def _soft(v_parent: Tensor, v_child: Tensor, threshold: float, temperature: float,
+          with_partials: bool) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    a = torch.sigmoid((threshold - v_parent) / temperature)
+    b = torch.sigmoid((v_child - threshold) / temperature)
+    value = a * b
+    if not with_partials:
+        return value, None
+    return value, (-(value * (1 - a)) / temperature, (value * (1 - b)) / temperature)
+
+
+def _hard(v_parent: Tensor, v_child: Tensor, threshold: float, temperature: float,
+          with_partials: bool) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    return violated(v_parent, v_child, threshold).to(v_parent.dtype), None
+
+
+def _identity(h: Tensor) -> Tensor:
+    return h
+
+
+def _square(h: Tensor) -> Tensor:
+    return h * h
+
+
+def _twice(h: Tensor) -> Tensor:
+    return h * 2
+
+
+#: Every penalty form, by ``mode`` name. The first trainable one is the default.
+FORMS: dict[str, PenaltyForm] = {
+    form.name: form
+    for form in (
+        # max(0, z_child − z_parent) on logits: positive on exactly the edges of 'hinge' (σ is increasing), but its
+        # gradient does not vanish where the probabilities saturate. The default (λ = 0.1, docs/hbce.md).
+        PenaltyForm("logit_hinge", "logits", default_scale=0.1, gap=_identity, slope=torch.sign),
+        # max(0, p_child − p_parent): HMCN-style hierarchical violation.
+        PenaltyForm("hinge", "probabilities", gap=_identity, slope=torch.sign),
+        # max(0, p_child − p_parent)²
+        PenaltyForm("squared_hinge", "probabilities", gap=_square, slope=_twice),
+        # σ((t − p_parent)/τ) · σ((p_child − t)/τ): tends to the hard indicator as τ → 0.
+        PenaltyForm("soft", "probabilities", pair=_soft),
+        # 1[p_parent < t and p_child > t]: the reference (Asadi et al. 2025); no gradient, summed over edges.
+        PenaltyForm("hard", "probabilities", default_edge_reduction="sum", pair=_hard, has_gradient=False),
+    )
+}
+MODES: tuple[str, ...] = tuple(FORMS)
+#: Default penalty form, chosen from the trade-off experiments in ``docs/hbce.md``.
+DEFAULT_MODE = "logit_hinge"
+
+
+def penalty_space(input: Tensor, form: PenaltyForm, from_logits: bool) -> Tensor:
+    """The values ``form`` reads: logits or probabilities of ``input``.
+
+    Probabilities given to a logit form are clipped to ``[CLIP, 1 − CLIP]`` before their logit is taken.
+    """
+    if form.space == "logits":
+        return input if from_logits else torch.logit(input, eps=CLIP)
+    return torch.sigmoid(input) if from_logits else input
+
+
+def edge_penalty(values: Tensor, edge_index: Tensor, weight: Tensor, form: PenaltyForm, threshold: float,
+                 temperature: float) -> Tensor:
+    """``Σ_e weight_e · penalty_e`` per sample, in plain PyTorch: the reference every faster path is tested against.
+
+    Args:
+        values: ``(N, C)`` values in the form's space (:func:`penalty_space`).
+        edge_index: ``(2, E)`` long, parents in row 0.
+        weight: ``(E,)`` effective edge weights.
+
+    Returns:
+        ``(N,)``; with no edges, zeros that still depend on ``values`` (so that backward works).
+    """
+    terms = form.value(values.index_select(1, edge_index[0]), values.index_select(1, edge_index[1]), threshold,
+                       temperature)
+    return terms @ weight

@@ -206,12 +206,14 @@ def test_fused_cpu_refuses_to_compile(dag: Hierarchy) -> None:
 
 # ---------------------------------------------------------------- nothing read back on the accelerator path
 def test_generic_fused_kernel_reads_nothing_back(dag: Hierarchy) -> None:
-    """Under FakeTensorMode any read of a value (``.item()``, ``bool(tensor)``, a data-dependent shape) raises: the
-    generic fused kernel, what CUDA runs, goes through forward and backward for every mode, layout, reduction and
-    mask, while the CPU shortcuts do read back (so the test can fail)."""
-    crits = [HBCELoss(dag, mode=m, reduction=r, ignore_index=ii, pos_weight=pw)
+    """Under FakeTensorMode any read of a value (``.item()``, ``bool(tensor)``, a data-dependent shape) raises: with
+    ``validate_args=False`` the generic fused kernel, what CUDA runs, goes through forward and backward for every
+    mode, layout, reduction and mask, while the CPU shortcuts and the value checks do read back (so the test can
+    fail)."""
+    crits = [HBCELoss(dag, mode=m, reduction=r, ignore_index=ii, pos_weight=pw, validate_args=False)
              for m in MODES for r in ("mean", "none") for ii in (None, -1)
              for pw in (None, torch.full((6,), 2.0))]
+    checked = HBCELoss(dag)
     with FakeTensorMode(allow_non_fake_inputs=True):
         x = torch.randn(7, 6, requires_grad=True)
         y = torch.rand(7, 6)
@@ -221,6 +223,8 @@ def test_generic_fused_kernel_reads_nothing_back(dag: Hierarchy) -> None:
                     crit(x, y).sum().backward()
         with hbce_backend("fused_cpu"), pytest.raises(DataDependentOutputException):
             crits[0](x, y)
+        with hbce_backend("fused"), pytest.raises(DataDependentOutputException):
+            checked(x, y)
 
 
 # ---------------------------------------------------------------- the dispatch rule

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction
+from hierloss._validation import check_target, validating
 from hierloss.losses._elementwise import check_pair, reduce_elements
 
 __all__ = ["AsymmetricLoss", "asymmetric_loss"]
@@ -43,6 +44,7 @@ def asymmetric_loss(
     reduction: str = "mean",
     detach_focusing_weight: bool = False,
     ignore_index: float | None = None,
+    validate_args: bool = True,
 ) -> Tensor:
     """Asymmetric loss of logits ``input`` against 0/1 (or soft) ``target``.
 
@@ -61,6 +63,9 @@ def asymmetric_loss(
             did with ``disable_torch_grad_focal_loss=True``, by toggling the global grad mode); here a plain
             ``.detach()``. The default, ``False``, differentiates through them, as the current original does.
         ignore_index: a target value (e.g. ``-1``) to leave out.
+        validate_args: check that every target is in ``[0, 1]``, NaN or ``ignore_index`` and raise a
+            ``ValueError`` naming the first offending column and value otherwise (default). This reads a value
+            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
@@ -74,6 +79,8 @@ def asymmetric_loss(
     _check_args(gamma_neg, gamma_pos, clip, eps)
     check_reduction(reduction)
     check_pair(input, target)
+    if validating(validate_args):
+        check_target(target, ignore_index)
     with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)
@@ -107,6 +114,7 @@ class AsymmetricLoss(nn.Module):
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         detach_focusing_weight: stop the gradient through the focusing weights.
         ignore_index: a target value to leave out (NaN targets always are).
+        validate_args: check target values (see the functional form); ``False`` never synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
@@ -128,6 +136,7 @@ class AsymmetricLoss(nn.Module):
         reduction: str = "mean",
         detach_focusing_weight: bool = False,
         ignore_index: float | None = None,
+        validate_args: bool = True,
     ) -> None:
         super().__init__()
         _check_args(gamma_neg, gamma_pos, clip, eps)
@@ -138,11 +147,12 @@ class AsymmetricLoss(nn.Module):
         self.reduction = check_reduction(reduction)
         self.detach_focusing_weight = detach_focusing_weight
         self.ignore_index = ignore_index
+        self.validate_args = validate_args
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Loss of ``input`` (``(N, C)`` logits) against ``target`` (``(N, C)``)."""
         return asymmetric_loss(input, target, self.gamma_neg, self.gamma_pos, self.clip, self.eps, self.reduction,
-                               self.detach_focusing_weight, self.ignore_index)
+                               self.detach_focusing_weight, self.ignore_index, self.validate_args)
 
     def extra_repr(self) -> str:
         return (f"gamma_neg={self.gamma_neg}, gamma_pos={self.gamma_pos}, clip={self.clip}, eps={self.eps}, "

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction
+from hierloss._validation import check_target, validating
 from hierloss.losses._elementwise import check_pair, reduce_elements
 
 __all__ = ["FocalLoss", "focal_loss"]
@@ -37,6 +38,7 @@ def focal_loss(
     gamma: float = 2.0,
     reduction: str = "mean",
     ignore_index: float | None = None,
+    validate_args: bool = True,
 ) -> Tensor:
     """Sigmoid focal loss of logits ``input`` against 0/1 (or soft) ``target``.
 
@@ -48,6 +50,9 @@ def focal_loss(
         reduction: ``'mean'`` over the valid elements (``N·C`` when nothing is masked, as PyTorch), ``'sum'``, or
             ``'none'`` for the ``(N, C)`` losses (0 at masked entries).
         ignore_index: a target value (e.g. ``-1``) to leave out.
+        validate_args: check that every target is in ``[0, 1]``, NaN or ``ignore_index`` and raise a
+            ``ValueError`` naming the first offending column and value otherwise (default). This reads a value
+            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
@@ -62,6 +67,8 @@ def focal_loss(
     _check_args(alpha, gamma)
     check_reduction(reduction)
     check_pair(input, target)
+    if validating(validate_args):
+        check_target(target, ignore_index)
     with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)
@@ -87,6 +94,7 @@ class FocalLoss(nn.Module):
         gamma: focusing exponent (default 2).
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         ignore_index: a target value to leave out (NaN targets always are).
+        validate_args: check target values (see the functional form); ``False`` never synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
@@ -99,17 +107,19 @@ class FocalLoss(nn.Module):
     """
 
     def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0, reduction: str = "mean",
-                 ignore_index: float | None = None) -> None:
+                 ignore_index: float | None = None, validate_args: bool = True) -> None:
         super().__init__()
         _check_args(alpha, gamma)
         self.alpha = None if alpha is None else float(alpha)
         self.gamma = float(gamma)
         self.reduction = check_reduction(reduction)
         self.ignore_index = ignore_index
+        self.validate_args = validate_args
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Loss of ``input`` (``(N, C)`` logits) against ``target`` (``(N, C)``)."""
-        return focal_loss(input, target, self.alpha, self.gamma, self.reduction, self.ignore_index)
+        return focal_loss(input, target, self.alpha, self.gamma, self.reduction, self.ignore_index,
+                          self.validate_args)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, gamma={self.gamma}, reduction={self.reduction!r}"

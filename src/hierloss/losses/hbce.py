@@ -26,6 +26,7 @@ from torch import Tensor
 from hierloss._autocast import autocast_disabled
 from hierloss._penalty_forms import DEFAULT_MODE, DEFAULT_TEMPERATURE
 from hierloss._reduction import check_reduction, reduce_samples
+from hierloss._validation import check_pos_weight, check_probabilities, check_target, validating
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses import _hbce_backend
 from hierloss.losses._edges import EdgeModule, check_penalty_args, resolve_scale
@@ -60,6 +61,7 @@ def hbce_loss(
     pos_weight: Tensor | None = None,
     ignore_index: float | None = None,
     edge_reduction: str | None = None,
+    validate_args: bool = True,
 ) -> Tensor:
     """Hierarchical BCE: per sample, the mean BCE over labels plus ``Σ_e scale · w_e · penalty_e``.
 
@@ -86,6 +88,11 @@ def hbce_loss(
         edge_reduction: ``'sum'`` or ``'mean'`` of the penalty over edges; ``None`` is ``'sum'`` for ``'hard'``
             (the reference) and ``'mean'`` for the trainable modes, so that one ``scale`` means the same on
             hierarchies of any size.
+        validate_args: check values and raise a ``ValueError`` naming the first offending column and value:
+            targets in ``[0, 1]``, NaN or ``ignore_index`` (a CheXpert ``-1`` without ``ignore_index=-1`` is
+            refused); probabilities in ``[0, 1]`` with ``from_logits=False``; ``pos_weight`` finite and ``>= 0``.
+            This reads values back, a device synchronisation on a GPU; ``False`` checks no value and never
+            synchronises (shapes are always checked). Skipped under ``torch.compile``.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
@@ -100,18 +107,24 @@ def hbce_loss(
         0.7201
     """
     return _hbce_loss(input, target, edge_index, edge_weight, scale, mode, threshold, temperature, reduction,
-                      from_logits, pos_weight, ignore_index, edge_reduction, None)
+                      from_logits, pos_weight, ignore_index, edge_reduction, validate_args, None, None)
 
 
 def _hbce_loss(input: Tensor, target: Tensor, edge_index: Tensor, edge_weight: Tensor, scale: float | None,
                mode: str, threshold: float, temperature: float, reduction: str, from_logits: bool,
                pos_weight: Tensor | None, ignore_index: float | None, edge_reduction: str | None,
-               plan: _hbce_backend.EdgePlan | None) -> Tensor:
-    """:func:`hbce_loss` with an optional precomputed edge plan (``HBCELoss`` keeps one in buffers)."""
+               validate_args: bool, labels: tuple[str, ...] | None, plan: _hbce_backend.EdgePlan | None) -> Tensor:
+    """:func:`hbce_loss` with the module's label names (for errors) and precomputed edge plan (in its buffers)."""
     form, edge_red = check_penalty_args(mode, threshold, temperature, edge_reduction)
     scale = resolve_scale(form, scale)
     check_reduction(reduction)
     _check_shapes(input, target, edge_index, edge_weight, pos_weight)
+    if validating(validate_args):
+        check_target(target, ignore_index, labels)
+        if not from_logits:
+            check_probabilities(input, labels)
+        if pos_weight is not None:
+            check_pos_weight(pos_weight, labels)
     num_edges = edge_index.shape[1]
     with autocast_disabled(input.device.type):  # low precision computes in float32
         x = input if input.dtype == torch.float64 else input.float()
@@ -147,6 +160,8 @@ class HBCELoss(EdgeModule):
         from_logits: whether ``forward`` receives logits (default) or probabilities.
         pos_weight: ``(C,)`` positive-class weights.
         ignore_index: target value to leave out of the BCE (NaN targets always are).
+        validate_args: check target values and probabilities in ``forward`` (see :func:`hbce_loss`); ``False``
+            never synchronises with the device.
         closure: penalise every (ancestor, descendant) pair instead of direct edges only.
         edge_reduction: ``'sum'`` | ``'mean'`` | ``None`` (``'sum'`` for ``'hard'``, else ``'mean'``).
 
@@ -181,6 +196,7 @@ class HBCELoss(EdgeModule):
         ignore_index: float | None = None,
         closure: bool = False,
         edge_reduction: str | None = None,
+        validate_args: bool = True,
     ) -> None:
         form, effective_edge_reduction = check_penalty_args(mode, threshold, temperature, edge_reduction)
         check_reduction(reduction)
@@ -189,6 +205,7 @@ class HBCELoss(EdgeModule):
             if pos_weight.shape != (hierarchy.num_labels,):
                 raise ValueError(f"Expected `pos_weight` of shape ({hierarchy.num_labels},), got "
                                  f"{tuple(pos_weight.shape)}")
+            check_pos_weight(pos_weight, hierarchy.labels)
         super().__init__(hierarchy, penalties, closure)
         self.register_buffer("pos_weight", pos_weight)
         # The fused kernel's edge plan, derived from edge_index (not in the state dict)
@@ -203,6 +220,7 @@ class HBCELoss(EdgeModule):
         self.reduction = reduction
         self.from_logits = from_logits
         self.ignore_index = ignore_index
+        self.validate_args = validate_args
         self.edge_reduction = edge_reduction
         self._edge_reduction = effective_edge_reduction
 
@@ -212,7 +230,7 @@ class HBCELoss(EdgeModule):
         plan = _hbce_backend.EdgePlan(self._incidence, self._bag_order, self._bag_offsets)
         return _hbce_loss(input, target, self.edge_index, self.edge_weight, self.scale, self.mode, self.threshold,
                           self.temperature, self.reduction, self.from_logits, self.pos_weight, self.ignore_index,
-                          self.edge_reduction, plan)
+                          self.edge_reduction, self.validate_args, self.hierarchy.labels, plan)
 
     def extra_repr(self) -> str:
         return (f"num_labels={self.hierarchy.num_labels}, num_edges={self.edge_index.shape[1]}, mode={self.mode!r}, "

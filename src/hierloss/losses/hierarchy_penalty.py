@@ -10,6 +10,7 @@ from torch import Tensor
 from hierloss._autocast import autocast_disabled
 from hierloss._penalty_forms import DEFAULT_MODE, DEFAULT_TEMPERATURE, edge_penalty, penalty_space
 from hierloss._reduction import check_reduction, reduce_samples
+from hierloss._validation import check_probabilities, validating
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses._edges import EdgeModule, check_penalty_args, resolve_scale
 
@@ -51,6 +52,7 @@ def hierarchy_penalty(
     from_logits: bool = True,
     edge_reduction: str | None = None,
     reduction: str = "mean",
+    validate_args: bool = True,
 ) -> Tensor:
     """Hierarchy penalty ``Σ_e scale · w_e · penalty_e`` per sample (``edge_reduction='mean'`` divides by ``E``).
 
@@ -68,6 +70,9 @@ def hierarchy_penalty(
         edge_reduction: ``'sum'`` or ``'mean'`` over edges; ``None`` is ``'sum'`` for ``'hard'`` (the
             reference) and ``'mean'`` otherwise.
         reduction: ``'mean'`` | ``'sum'`` over samples, or ``'none'`` for the ``(N,)`` vector.
+        validate_args: with ``from_logits=False``, check that ``input`` holds probabilities in ``[0, 1]`` and
+            raise a ``ValueError`` naming the first offending column and value (a device synchronisation on a
+            GPU); ``False`` checks no value and never synchronises. Skipped under ``torch.compile``.
 
     Shape:
         input ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
@@ -89,6 +94,8 @@ def hierarchy_penalty(
     if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_weight.shape != (edge_index.shape[1],):
         raise ValueError(f"Expected edge_index (2, E) and edge_weight (E,), got {tuple(edge_index.shape)} and "
                          f"{tuple(edge_weight.shape)}")
+    if not from_logits and validating(validate_args):
+        check_probabilities(input)
     with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()  # low precision computes in float32
         weight = edge_weight.to(x.dtype) * scale
@@ -118,6 +125,7 @@ class HierarchyPenalty(EdgeModule):
         closure: penalise every (ancestor, descendant) pair instead of direct edges only.
         edge_reduction: see :func:`hierarchy_penalty`.
         reduction: see :func:`hierarchy_penalty`.
+        validate_args: see :func:`hierarchy_penalty`.
 
     Shape:
         input ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
@@ -144,6 +152,7 @@ class HierarchyPenalty(EdgeModule):
         closure: bool = False,
         edge_reduction: str | None = None,
         reduction: str = "mean",
+        validate_args: bool = True,
     ) -> None:
         form, effective_edge_reduction = check_penalty_args(mode, threshold, temperature, edge_reduction)
         check_reduction(reduction)
@@ -156,12 +165,15 @@ class HierarchyPenalty(EdgeModule):
         self.from_logits = from_logits
         self.edge_reduction = edge_reduction
         self.reduction = reduction
+        self.validate_args = validate_args
 
     def forward(self, input: Tensor) -> Tensor:
         """Penalty of ``input`` (``(N, C)`` logits or probabilities)."""
         self._check_width(input)
+        if not self.from_logits and validating(self.validate_args):
+            check_probabilities(input, self.hierarchy.labels)  # here with the labels' names
         return hierarchy_penalty(input, self.edge_index, self.edge_weight, self.scale, self.mode, self.threshold,
-                                 self.temperature, self.from_logits, self.edge_reduction, self.reduction)
+                                 self.temperature, self.from_logits, self.edge_reduction, self.reduction, False)
 
     def extra_repr(self) -> str:
         return (f"num_labels={self.hierarchy.num_labels}, num_edges={self.edge_index.shape[1]}, mode={self.mode!r}, "

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction
+from hierloss._validation import check_target, validating
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses._elementwise import check_pair, reduce_elements
 from hierloss.propagation import PropagationPlan, propagate_levels
@@ -38,6 +39,7 @@ def mc_loss(
     hierarchy: Hierarchy,
     reduction: str = "mean",
     ignore_index: float | None = None,
+    validate_args: bool = True,
 ) -> Tensor:
     """C-HMCNN's max-constraint loss: BCE on ``(1 − y)·MCM(h) + y·MCM(y·h)`` with ``h = σ(input)``.
 
@@ -54,6 +56,9 @@ def mc_loss(
         reduction: ``'mean'`` over the ``N·C`` (valid) elements, as the authors' ``nn.BCELoss``; ``'sum'``; or
             ``'none'`` for the ``(N, C)`` element-wise losses (0 at masked entries).
         ignore_index: a target value (e.g. ``-1``) to leave out.
+        validate_args: check that every target is in ``[0, 1]``, NaN or ``ignore_index`` and raise a
+            ``ValueError`` naming the first offending column and value otherwise (default). This reads a value
+            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
@@ -68,14 +73,17 @@ def mc_loss(
     """
     if not isinstance(hierarchy, Hierarchy):
         raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
-    return _mc_loss(input, target, PropagationPlan.upward(hierarchy, input.device), reduction, ignore_index)
+    return _mc_loss(input, target, PropagationPlan.upward(hierarchy, input.device), reduction, ignore_index,
+                    validate_args, hierarchy.labels)
 
 
-def _mc_loss(input: Tensor, target: Tensor, plan: PropagationPlan, reduction: str,
-             ignore_index: float | None) -> Tensor:
+def _mc_loss(input: Tensor, target: Tensor, plan: PropagationPlan, reduction: str, ignore_index: float | None,
+             validate_args: bool, labels: tuple[str, ...]) -> Tensor:
     """:func:`mc_loss` with the hierarchy's upward plan given (:class:`MCLoss` keeps it in buffers)."""
     check_reduction(reduction)
     check_pair(input, target)
+    if validating(validate_args):
+        check_target(target, ignore_index, labels)
     with autocast_disabled(input.device.type):
         z = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)
@@ -178,6 +186,7 @@ class MCLoss(_UpwardPlanBuffers):
         hierarchy: the label hierarchy; ``C = hierarchy.num_labels``.
         reduction: ``'mean'`` (over ``N·C`` valid elements) | ``'sum'`` | ``'none'`` (``(N, C)``).
         ignore_index: a target value to leave out (NaN targets always are).
+        validate_args: check target values (see the functional form); ``False`` never synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
@@ -194,15 +203,18 @@ class MCLoss(_UpwardPlanBuffers):
         True
     """
 
-    def __init__(self, hierarchy: Hierarchy, reduction: str = "mean", ignore_index: float | None = None) -> None:
+    def __init__(self, hierarchy: Hierarchy, reduction: str = "mean", ignore_index: float | None = None,
+                 validate_args: bool = True) -> None:
         super().__init__(hierarchy)
         self.reduction = check_reduction(reduction)
         self.ignore_index = ignore_index
+        self.validate_args = validate_args
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Loss of ``input`` (``(N, C)`` logits) against ``target`` (``(N, C)``)."""
         self._check_width(input)
-        return _mc_loss(input, target, self._plan(), self.reduction, self.ignore_index)
+        return _mc_loss(input, target, self._plan(), self.reduction, self.ignore_index, self.validate_args,
+                        self.hierarchy.labels)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, reduction={self.reduction!r}"

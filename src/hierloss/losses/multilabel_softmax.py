@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_samples
+from hierloss._validation import check_target, validating
 from hierloss.losses._elementwise import check_pair
 
 __all__ = ["MultiLabelSoftmaxLoss", "multilabel_softmax_loss"]
@@ -32,6 +33,7 @@ def multilabel_softmax_loss(
     target: Tensor,
     reduction: str = "mean",
     ignore_index: float | None = None,
+    validate_args: bool = True,
 ) -> Tensor:
     """Multi-label softmax loss: each positive in a softmax against the negatives, averaged over positives.
 
@@ -42,6 +44,9 @@ def multilabel_softmax_loss(
         reduction: ``'mean'`` or ``'sum'`` over samples (samples without positives count, with loss 0), or
             ``'none'`` for the ``(N,)`` per-sample losses.
         ignore_index: a target value (e.g. ``-1``) to leave out.
+        validate_args: check that every target is in ``[0, 1]``, NaN or ``ignore_index`` and raise a
+            ``ValueError`` naming the first offending column and value otherwise (default). This reads a value
+            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
@@ -54,6 +59,8 @@ def multilabel_softmax_loss(
     """
     check_reduction(reduction)
     check_pair(input, target)
+    if validating(validate_args):
+        check_target(target, ignore_index)
     with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)
@@ -79,6 +86,7 @@ class MultiLabelSoftmaxLoss(nn.Module):
     Args:
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` over samples.
         ignore_index: a target value to leave out (NaN targets always are).
+        validate_args: check target values (see the functional form); ``False`` never synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
@@ -90,14 +98,16 @@ class MultiLabelSoftmaxLoss(nn.Module):
         >>> MultiLabelSoftmaxLoss()(logits, torch.randint(0, 2, (8, 5))).backward()
     """
 
-    def __init__(self, reduction: str = "mean", ignore_index: float | None = None) -> None:
+    def __init__(self, reduction: str = "mean", ignore_index: float | None = None,
+                 validate_args: bool = True) -> None:
         super().__init__()
         self.reduction = check_reduction(reduction)
         self.ignore_index = ignore_index
+        self.validate_args = validate_args
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Loss of ``input`` (``(N, C)`` logits) against ``target`` (``(N, C)``)."""
-        return multilabel_softmax_loss(input, target, self.reduction, self.ignore_index)
+        return multilabel_softmax_loss(input, target, self.reduction, self.ignore_index, self.validate_args)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"

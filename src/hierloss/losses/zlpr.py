@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_samples
+from hierloss._validation import check_target, validating
 from hierloss.losses._elementwise import check_pair
 
 __all__ = ["ZLPRLoss", "log1p_sum_exp", "zlpr_loss"]
@@ -41,6 +42,7 @@ def zlpr_loss(
     temperature: float = 1.0,
     reduction: str = "mean",
     ignore_index: float | None = None,
+    validate_args: bool = True,
 ) -> Tensor:
     """ZLPR loss (multi-label categorical cross-entropy) of logits ``input`` against 0/1 ``target``.
 
@@ -52,6 +54,9 @@ def zlpr_loss(
             labels (the tempered ZLPR used on NIH ChestX-ray14).
         reduction: ``'mean'`` or ``'sum'`` over samples, or ``'none'`` for the ``(N,)`` per-sample losses.
         ignore_index: a target value (e.g. ``-1``) to leave out.
+        validate_args: check that every target is in ``[0, 1]``, NaN or ``ignore_index`` and raise a
+            ``ValueError`` naming the first offending column and value otherwise (default). This reads a value
+            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
@@ -65,6 +70,8 @@ def zlpr_loss(
     _check_temperature(temperature)
     check_reduction(reduction)
     check_pair(input, target)
+    if validating(validate_args):
+        check_target(target, ignore_index)
     with autocast_disabled(input.device.type):
         s = (input if input.dtype == torch.float64 else input.float()) / temperature
         clean, valid = target_mask(target, ignore_index)
@@ -92,6 +99,7 @@ class ZLPRLoss(nn.Module):
         temperature: divides the logits (default 1, plain ZLPR); must be ``> 0``.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` over samples.
         ignore_index: a target value to leave out (NaN targets always are).
+        validate_args: check target values (see the functional form); ``False`` never synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
@@ -104,16 +112,18 @@ class ZLPRLoss(nn.Module):
         >>> predicted = logits > 0  # the decision rule of ZLPR
     """
 
-    def __init__(self, temperature: float = 1.0, reduction: str = "mean", ignore_index: float | None = None) -> None:
+    def __init__(self, temperature: float = 1.0, reduction: str = "mean", ignore_index: float | None = None,
+                 validate_args: bool = True) -> None:
         super().__init__()
         _check_temperature(temperature)
         self.temperature = float(temperature)
         self.reduction = check_reduction(reduction)
         self.ignore_index = ignore_index
+        self.validate_args = validate_args
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Loss of ``input`` (``(N, C)`` logits) against ``target`` (``(N, C)``)."""
-        return zlpr_loss(input, target, self.temperature, self.reduction, self.ignore_index)
+        return zlpr_loss(input, target, self.temperature, self.reduction, self.ignore_index, self.validate_args)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, reduction={self.reduction!r}"

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -190,6 +193,8 @@ def test_estimator_argument_errors() -> None:
         BetaPenalty(prior_mean=1.5)
     with pytest.raises(ValueError, match="value must be a finite number >= 0, got nan"):
         FixedPenalty(float("nan"))
+    with pytest.raises(ValueError, match=r"prior_mean must be in \[0, 1\] or None, got nan"):
+        BetaPenalty(prior_mean=float("nan"))
 
 
 def test_fixed_penalty_ignores_labels(dag: Hierarchy) -> None:
@@ -303,3 +308,141 @@ def test_distributed_equals_single_process(dag: Hierarchy, tmp_path: Path) -> No
         got = EdgePenalties.from_dict(json.loads((tmp_path / f"rank{rank}.json").read_text()))
         assert got == want
         assert got.table().equals(want.table())
+
+
+def test_dataframe_columns_in_reverse_order(dag: Hierarchy) -> None:
+    """A one-block float64 frame whose columns are the labels reversed counts like the array in label order."""
+    y = _random_labels(dag, 60, 6).astype(np.float64)
+    frame = pd.DataFrame(np.ascontiguousarray(y[:, ::-1]), columns=list(dag.labels)[::-1])
+    assert torch.equal(ConditionalPenalty().fit(dag, frame).values, ConditionalPenalty().fit(dag, y).values)
+    assert count_edges(dag, frame).n_violation.tolist() == [_brute_force(dag, y)[e][2] for e in dag.edges]
+
+
+def test_nullable_columns(dag: Hierarchy) -> None:
+    """Nullable Int64 / boolean / Float64 columns count like NumPy; <NA> is a missing value named with its column."""
+    y = _random_labels(dag, 40, 7)
+    frame = pd.DataFrame({lab: pd.array(y[:, j], dtype="Int64") for j, lab in enumerate(dag.labels)})
+    want = ConditionalPenalty().fit(dag, y).values
+    assert torch.equal(ConditionalPenalty().fit(dag, frame).values, want)
+    assert torch.equal(ConditionalPenalty().fit(dag, frame.astype("boolean")).values, want)
+    assert torch.equal(ConditionalPenalty().fit(dag, frame.astype("Float64")).values, want)
+    frame.loc[[2, 5], "c"] = pd.NA
+    with pytest.raises(ValueError, match=r"column 'c' holds 0 uncertain \(-1\) and 2 missing \(NaN\) values; pass "
+                                         r"uncertain='zeros', 'ones' or 'ignore'"):
+        ConditionalPenalty().fit(dag, frame)
+    known = np.ones_like(y, dtype=bool)
+    known[[2, 5], dag.index("c")] = False
+    table = ConditionalPenalty().fit(dag, frame, uncertain="ignore").table()
+    want_counts = _brute_force(dag, y, known)
+    assert [tuple(table.iloc[k][["n", "n_parent_neg", "n_violation"]]) for k in range(dag.num_edges)] == \
+        [want_counts[e][:3] for e in dag.edges]
+
+
+def test_nested_lists_are_a_matrix(dag: Hierarchy) -> None:
+    """A list of rows (Python lists of numbers) is read as one (N, C) matrix; ragged or non-numeric rows are named."""
+    y = _random_labels(dag, 30, 8)
+    want = ConditionalPenalty().fit(dag, y).values
+    assert torch.equal(ConditionalPenalty().fit(dag, y.tolist()).values, want)
+    assert torch.equal(ConditionalPenalty().fit(dag, y.astype(float).tolist()).values, want)
+    assert torch.equal(ConditionalPenalty().fit(dag, [tuple(row) for row in y.tolist()]).values, want)
+    with pytest.raises(ValueError, match=r"labels row 1 has 4 values, row 0 has 5"):
+        ConditionalPenalty().fit(dag, [[0, 1, 0, 0, 0], [0, 1, 0, 0]])
+    with pytest.raises(ValueError, match=r"labels row 1, column 'b' holds the non-numeric value 'yes'"):
+        ConditionalPenalty().fit(dag, [[0, 1, 0, 0, 0], [0, "yes", 0, 0, 0]])
+    with pytest.raises(ValueError, match=r"Expected labels of shape \(N, 5\), got \(5,\)"):
+        ConditionalPenalty().fit(dag, [0, 1, 0, 0, 0])
+
+
+@pytest.mark.parametrize(("make", "name"), [
+    (lambda v: ConditionalPenalty(smoothing=v), "smoothing"),
+    (lambda v: BetaPenalty(strength=v), "strength"),
+    (lambda v: BetaPenalty(prior_mean=v), "prior_mean"),
+    (lambda v: FixedPenalty(v), "value"),
+])
+def test_estimator_arguments_must_be_numbers(make: Any, name: str) -> None:
+    """Booleans and strings are refused with a TypeError, not read as 1.0 / 0.0; NumPy numbers are accepted."""
+    for bad in (True, False, "0.5", None if name != "prior_mean" else "x"):
+        with pytest.raises(TypeError, match=rf"{name} must be a number, got {type(bad).__name__}"):
+            make(bad)
+    make(np.float32(0.5))
+    make(np.int64(1)) if name != "prior_mean" else make(np.int64(0))
+
+
+def test_beta_penalty_without_negative_parents(dag: Hierarchy) -> None:
+    """With no parent ever 0 the pooled prior rate falls back to m = 0.5, so every edge gets 0.5 (documented)."""
+    y = np.ones((12, dag.num_labels))
+    assert BetaPenalty().fit(dag, y).values.tolist() == [0.5] * dag.num_edges
+    assert BetaPenalty(prior_mean=0.2).fit(dag, y).values.tolist() == pytest.approx([0.8] * dag.num_edges)
+
+
+SHARD_SPLITS = {  # rows of the 101 labels on (rank 0, rank 1), and how rank 1 passes its shard
+    "rank1_empty_array": (slice(0, 101), slice(101, 101), "array"),
+    "rank0_empty_frame": (slice(0, 0), slice(0, 101), "frame"),
+    "rank1_no_chunks": (slice(0, 101), slice(0, 0), "no_chunks"),
+    "uneven_chunks": (slice(0, 2), slice(2, 101), "chunks"),
+}
+
+
+def _shard(y: np.ndarray, h: Hierarchy, rows: slice, kind: str) -> Any:
+    part = y[rows]
+    if kind == "frame":
+        return pd.DataFrame(part, columns=list(h.labels))
+    if kind == "no_chunks":
+        return []
+    if kind == "chunks":
+        return [part[:10], torch.from_numpy(part[10:])]
+    return part
+
+
+def _empty_shard_worker(rank: int, port: int, y: np.ndarray, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=20))
+    try:
+        h = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"], "c": ["d"], "e": []})
+        results: dict[str, Any] = {}
+        for name, (*rows, kind) in SHARD_SPLITS.items():
+            pen = ConditionalPenalty().fit(h, _shard(y, h, rows[rank], kind if rank == 1 else "array"),
+                                           process_group=dist.group.WORLD)
+            results[name] = pen.to_dict()
+        for name, shard in {"both_empty": np.zeros((0, 5)),
+                            "bad_value_on_rank0": np.full((3, 5), 2 if rank == 0 else 0)}.items():
+            try:
+                ConditionalPenalty().fit(h, shard, process_group=dist.group.WORLD)
+            except ValueError as err:
+                results[name] = str(err)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn_two(fn: Any, *args: Any, limit_s: float = 120.0) -> None:
+    """Run ``fn(rank, *args)`` on two processes; fail (instead of hanging CI) if they are not done in ``limit_s``."""
+    context = mp.spawn(fn, args=args, nprocs=2, join=False)
+    deadline = time.monotonic() + limit_s
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"distributed workers still running after {limit_s} s (a rank is blocked in a collective)")
+
+
+@pytest.mark.distributed
+def test_distributed_empty_and_uneven_shards(dag: Hierarchy, tmp_path: Path) -> None:
+    """Ranks with no rows (array, frame, no chunks) or few rows get the single-process penalties of the union;
+    if every rank is empty, or one rank's labels are invalid, every rank raises instead of waiting for the others."""
+    y = _random_labels(dag, 101, 9)
+    _spawn_two(_empty_shard_worker, _free_port(), y, str(tmp_path))
+    want = ConditionalPenalty().fit(dag, y)
+    for rank in range(2):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for name in SHARD_SPLITS:
+            back = EdgePenalties.from_dict(got[name])
+            assert back == want and back.table().equals(want.table()), (name, rank)
+        assert "the label matrix is empty (0 rows on every rank)" in got["both_empty"]
+    assert "column 'a' holds 2" in got_rank(tmp_path, 0)["bad_value_on_rank0"]
+    assert "rank 0 of the process group could not count its labels" in got_rank(tmp_path, 1)["bad_value_on_rank0"]
+
+
+def got_rank(tmp_path: Path, rank: int) -> dict[str, Any]:
+    """The results rank ``rank`` wrote."""
+    return dict(json.loads((tmp_path / f"rank{rank}.json").read_text()))

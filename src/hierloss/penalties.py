@@ -13,6 +13,7 @@ distributed inputs give the same answer):
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -196,9 +197,10 @@ def _columns_of(chunk: Any, hierarchy: Hierarchy) -> Tensor:
             block = chunk.loc[:, list(hierarchy.labels)]
             dtypes = set(block.dtypes)
             try:
-                if len(dtypes) == 1 and next(iter(dtypes)).kind in "biuf":
+                only = next(iter(dtypes))
+                if len(dtypes) == 1 and isinstance(only, np.dtype) and only.kind in "biuf":
                     values = block.to_numpy()  # a view of the frame's data where pandas can give one
-                else:
+                else:  # mixed or nullable (Int64, boolean, Float64) columns: <NA> becomes NaN, a missing value
                     values = block.to_numpy(dtype=np.float64, na_value=np.nan)
             except (TypeError, ValueError):
                 for col in block.columns:
@@ -208,12 +210,14 @@ def _columns_of(chunk: Any, hierarchy: Hierarchy) -> Tensor:
                         bad = next(v for v in block[col] if not _is_number(v))
                         raise ValueError(f"column {col!r} holds the non-numeric value {bad!r}") from None
                 raise
+            if any(stride < 0 for stride in values.strides):  # columns picked in reverse order of the block
+                values = values.copy(order="K")
             with warnings.catch_warnings():  # a read-only view of the frame's data; it is never written to
                 warnings.simplefilter("ignore", UserWarning)
                 mat = torch.from_numpy(values)
         else:
-            raise TypeError(f"labels must be a numpy array, torch tensor, pandas DataFrame, scipy.sparse matrix or "
-                            f"an iterable of those, got {type(chunk).__name__}")
+            raise TypeError(f"labels must be a numpy array, torch tensor, pandas DataFrame, scipy.sparse matrix, a "
+                            f"list of rows or an iterable of those, got {type(chunk).__name__}")
     if mat.ndim != 2 or mat.shape[1] != hierarchy.num_labels:
         raise ValueError(f"Expected labels of shape (N, {hierarchy.num_labels}), got {tuple(mat.shape)}")
     if mat.dtype == torch.bool:
@@ -229,10 +233,41 @@ def _is_number(value: object) -> bool:
     return True
 
 
-def _chunks(labels: Any) -> Iterator[Any]:
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, (numbers.Number, np.generic, str, bytes))
+
+
+def _matrix_from_rows(rows: list[Any] | tuple[Any, ...], hierarchy: Hierarchy) -> np.ndarray:
+    """A list of rows (lists or tuples of numbers) as one float64 ``(N, C)`` array; ``None`` is missing (NaN)."""
+    if all(_is_scalar(row) for row in rows):
+        raise ValueError(f"Expected labels of shape (N, {hierarchy.num_labels}), got ({len(rows)},): a flat list is "
+                         "one row; pass a list of rows")
+    width = len(rows[0]) if isinstance(rows[0], (list, tuple)) else None
+    for i, row in enumerate(rows):
+        row_width = len(row) if isinstance(row, (list, tuple)) else None
+        if row_width != width:
+            raise ValueError(f"labels row {i} has {'no list of' if row_width is None else row_width} values, row 0 "
+                             f"has {'no list of' if width is None else width}; nested lists must form an (N, C) "
+                             "matrix")
+    try:
+        return np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        for i, row in enumerate(rows):
+            for j, value in enumerate(row):
+                if value is not None and not _is_number(value):
+                    column = repr(hierarchy.labels[j]) if j < hierarchy.num_labels else str(j)
+                    raise ValueError(f"labels row {i}, column {column} holds the non-numeric value {value!r}") from None
+        raise
+
+
+def _chunks(labels: Any, hierarchy: Hierarchy) -> Iterator[Any]:
     """Yield dense chunks from any supported input (sparse matrices densified a block of rows at a time)."""
     if isinstance(labels, (Tensor, np.ndarray)) or type(labels).__module__.startswith("pandas"):
         yield labels
+        return
+    if isinstance(labels, (list, tuple)) and labels and all(
+            isinstance(row, (list, tuple)) or _is_scalar(row) for row in labels):
+        yield _matrix_from_rows(labels, hierarchy)  # nested Python lists: one matrix, not chunks of rows
         return
     if type(labels).__module__.startswith("scipy.sparse"):
         csr = labels.tocsr()
@@ -243,10 +278,10 @@ def _chunks(labels: Any) -> Iterator[Any]:
         return
     if isinstance(labels, Iterable) and not isinstance(labels, (str, bytes, Mapping)):
         for chunk in labels:
-            yield from _chunks(chunk)
+            yield from _chunks(chunk, hierarchy)
         return
-    raise TypeError(f"labels must be a numpy array, torch tensor, pandas DataFrame, scipy.sparse matrix or an "
-                    f"iterable of those, got {type(labels).__name__}")
+    raise TypeError(f"labels must be a numpy array, torch tensor, pandas DataFrame, scipy.sparse matrix, a list of "
+                    f"rows or an iterable of those, got {type(labels).__name__}")
 
 
 #: Rows per tile of :func:`_contiguous_rows`: a ``(C, tile)`` byte tile of a ``(N, C)`` frame stays in cache.
@@ -317,28 +352,47 @@ def count_edges(hierarchy: Hierarchy, labels: Any, uncertain: UncertainPolicy | 
     Args:
         hierarchy: the hierarchy.
         labels: ``(N, C)`` labels in ``hierarchy.labels`` column order (NumPy array, torch tensor — counted on its
-            device — or scipy.sparse matrix), a pandas DataFrame (columns matched by name, extra columns ignored),
-            or any iterable of such chunks (memory then depends on the chunk size only).
-        uncertain: policy for ``-1`` (uncertain) and NaN (missing) entries: ``None`` raises, ``'zeros'`` /
-            ``'ones'`` map them, ``'ignore'`` leaves the row out of every edge touching that column.
+            device —, scipy.sparse matrix, or a list of rows, each a list of numbers), a pandas DataFrame (columns
+            matched by name in any order, extra columns ignored, nullable ``Int64`` / ``boolean`` / ``Float64`` accepted
+            with ``<NA>`` read as missing), or any iterable of such chunks (memory then depends on the chunk size
+            only).
+        uncertain: policy for ``-1`` (uncertain) and NaN / ``<NA>`` / ``None`` (missing) entries: ``None`` raises,
+            ``'zeros'`` / ``'ones'`` map them, ``'ignore'`` leaves the row out of every edge touching that column.
         process_group: a ``torch.distributed`` process group (e.g. ``torch.distributed.group.WORLD``) over which
-            the counts are summed, so that every rank gets the counts of the union of their rows.
+            the counts are summed, so that every rank gets the counts of the union of their rows. A rank may hold
+            no rows at all (an empty array or frame, or no chunks). Every rank takes part in the one collective
+            call even when its own labels are invalid, so no rank is left waiting: the rank with bad labels raises
+            its own error, the others a ``ValueError`` naming that rank.
 
     Returns:
         The :class:`EdgeCounts` (int64, on the device of the last chunk, CPU for NumPy/pandas input).
 
     Raises:
-        ValueError: on an empty label matrix, a wrong shape, missing DataFrame columns, a value other than
-            0/1/-1/NaN (naming column and value), or uncertain values without a policy (naming column and count).
+        ValueError: on an empty label matrix (with a ``process_group``: no row on any rank), a wrong shape, missing
+            DataFrame columns, a value other than 0/1/-1/NaN (naming column and value), or uncertain values without
+            a policy (naming column and count).
     """
+    if process_group is None:
+        total, rows, _ = _count_local(hierarchy, labels, uncertain)
+        if total is None or rows == 0:
+            raise ValueError("the label matrix is empty (0 rows); penalties need at least one row")
+        return total
+    return _count_distributed(hierarchy, labels, uncertain, process_group)
+
+
+def _count_local(hierarchy: Hierarchy, labels: Any,
+                 uncertain: str | None) -> tuple[EdgeCounts | None, int, torch.device | None]:
+    """``(counts or None if no row, rows, device of the last chunk or None if there was none)`` of this process."""
     if uncertain is not None and uncertain not in _POLICIES:
         raise ValueError(f"uncertain must be None, 'zeros', 'ones' or 'ignore', got {uncertain!r}")
     edge_index = hierarchy.edge_index
     total: EdgeCounts | None = None
     rows = 0
-    for chunk in _chunks(labels):
+    device: torch.device | None = None
+    for chunk in _chunks(labels, hierarchy):
         cols_all = _columns_of(chunk, hierarchy)
         rows += int(cols_all.shape[1])
+        device = cols_all.device
         parents = edge_index[0].to(cols_all.device)
         children = edge_index[1].to(cols_all.device)
         for start in range(0, cols_all.shape[1], _CHUNK_ROWS):
@@ -356,14 +410,55 @@ def count_edges(hierarchy: Hierarchy, labels: Any, uncertain: UncertainPolicy | 
             counts = EdgeCounts(n, _row_count(parent_neg), _row_count(parent_neg & child_val))
             total = counts if total is None else total + counts.__class__(
                 *(t.to(total.n.device) for t in (counts.n, counts.n_parent_neg, counts.n_violation)))
-    if total is None or rows == 0:
-        raise ValueError("the label matrix is empty (0 rows); penalties need at least one row")
-    if process_group is not None:
-        total = total.all_reduce(process_group)
-    return total
+    return total, rows, device
+
+
+def _count_distributed(hierarchy: Hierarchy, labels: Any, uncertain: str | None, process_group: Any) -> EdgeCounts:
+    """Count this rank's labels and sum over ``process_group`` in one all-reduce that every rank joins.
+
+    The all-reduced vector holds the three ``(E,)`` counts, the number of rows, and one failure flag per rank, so
+    that an empty rank contributes zeros and a rank whose labels are invalid still joins before raising.
+    """
+    import torch.distributed as dist
+
+    edges = hierarchy.num_edges
+    world, me = dist.get_world_size(process_group), dist.get_rank(process_group)
+    error: Exception | None = None
+    total: EdgeCounts | None = None
+    rows = 0
+    device: torch.device | None = None
+    try:
+        total, rows, device = _count_local(hierarchy, labels, uncertain)
+    except (TypeError, ValueError) as err:
+        error = err
+    if device is None:  # no chunk at all: the backend's device (NCCL reduces CUDA tensors only)
+        backend = dist.get_backend(process_group)
+        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    vector = torch.zeros(3 * edges + 1 + world, dtype=torch.long, device=device)
+    if total is not None and error is None:
+        vector[:3 * edges] = torch.cat([total.n, total.n_parent_neg, total.n_violation]).to(device)
+    vector[3 * edges] = rows if error is None else 0
+    vector[3 * edges + 1 + me] = error is not None
+    dist.all_reduce(vector, op=dist.ReduceOp.SUM, group=process_group)
+    if error is not None:
+        raise error
+    failed = torch.nonzero(vector[3 * edges + 1:]).flatten().tolist()
+    if failed:
+        who = f"rank {failed[0]}" if len(failed) == 1 else f"ranks {failed}"
+        raise ValueError(f"{who} of the process group could not count its labels (see the error raised there); "
+                         "no rank estimated penalties")
+    if int(vector[3 * edges]) == 0:
+        raise ValueError("the label matrix is empty (0 rows on every rank); penalties need at least one row")
+    return EdgeCounts(vector[:edges], vector[edges:2 * edges], vector[2 * edges:3 * edges])
 
 
 # ---------------------------------------------------------------------------------------------- estimators
+def _check_number(name: str, value: object) -> None:
+    """Raise ``TypeError`` unless ``value`` is a real number (Python or NumPy); booleans are not numbers here."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+
+
 class PenaltyEstimator:
     """Base class: ``fit(hierarchy, labels, uncertain=None, process_group=None) -> EdgePenalties``."""
 
@@ -387,7 +482,7 @@ class ConditionalPenalty(PenaltyEstimator):
     violated gets ``1 − ε / (n_parent_neg + 2ε) ≈ 1``.
 
     Args:
-        smoothing: ``ε > 0``.
+        smoothing: ``ε > 0``, a number (booleans are refused, not read as 1.0).
 
     Example:
         >>> import numpy as np
@@ -399,7 +494,8 @@ class ConditionalPenalty(PenaltyEstimator):
     """
 
     def __init__(self, smoothing: float = 1e-6) -> None:
-        if not (isinstance(smoothing, (int, float)) and smoothing > 0 and math.isfinite(smoothing)):
+        _check_number("smoothing", smoothing)
+        if not (smoothing > 0 and math.isfinite(smoothing)):
             raise ValueError(f"smoothing must be a positive finite number, got {smoothing!r}")
         self.smoothing = float(smoothing)
 
@@ -423,7 +519,9 @@ class BetaPenalty(PenaltyEstimator):
     ``α`` pseudo-rows at the prior rate ``m``, so sparsely observed edges are pulled toward ``1 − m`` while
     well-observed edges keep their data-driven value. By default ``m`` is the pooled violation rate of the whole
     hierarchy, ``Σ n_violation / Σ n_parent_neg`` (empirical Bayes); ``prior_mean=0.5, strength=2`` is Laplace
-    smoothing. An edge with no evidence gets ``1 − m``.
+    smoothing. An edge with no evidence (its parent never 0) gets ``1 − m``. If no parent of any edge is ever 0
+    (``Σ n_parent_neg = 0``), the pooled rate is undefined and ``m`` falls back to 0.5, so every edge gets 0.5;
+    pass ``prior_mean`` to choose that value yourself.
 
     Args:
         strength: prior strength ``α > 0`` (in rows).
@@ -431,12 +529,15 @@ class BetaPenalty(PenaltyEstimator):
     """
 
     def __init__(self, strength: float = 10.0, prior_mean: float | None = None) -> None:
-        if not (isinstance(strength, (int, float)) and strength > 0 and math.isfinite(strength)):
+        _check_number("strength", strength)
+        if not (strength > 0 and math.isfinite(strength)):
             raise ValueError(f"strength must be a positive finite number, got {strength!r}")
+        if prior_mean is not None:
+            _check_number("prior_mean", prior_mean)
         if prior_mean is not None and not (0.0 <= prior_mean <= 1.0):
             raise ValueError(f"prior_mean must be in [0, 1] or None, got {prior_mean!r}")
         self.strength = float(strength)
-        self.prior_mean = prior_mean
+        self.prior_mean = None if prior_mean is None else float(prior_mean)
 
     def __repr__(self) -> str:
         return f"BetaPenalty(strength={self.strength!r}, prior_mean={self.prior_mean!r})"
@@ -461,7 +562,8 @@ class FixedPenalty(PenaltyEstimator):
     """
 
     def __init__(self, value: float = 1.0) -> None:
-        if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+        _check_number("value", value)
+        if not (value >= 0 and math.isfinite(value)):
             raise ValueError(f"value must be a finite number >= 0, got {value!r}")
         self.value = float(value)
 

@@ -93,9 +93,39 @@ def test_errors() -> None:
         violation_rate(torch.zeros(4, 2), h, threshold=1.0)
     with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\) or None, got 0"):
         edge_violations(torch.zeros(4, 2), h, threshold=0)
-    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\) or None, got '0\.5'"):
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\) or None, got nan"):
+        violation_rate(torch.zeros(4, 2), h, threshold=float("nan"))
+    with pytest.raises(TypeError, match=r"threshold must be a number in \(0, 1\) or None, got str"):
         edge_violation_counts(torch.zeros(4, 2), h, threshold="0.5")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"threshold must be a number in \(0, 1\) or None, got bool"):
+        sample_violations(torch.zeros(4, 2), h, threshold=True)
     with pytest.raises(TypeError, match="`preds` must be a torch tensor or a NumPy array, got str"):
         violation_rate("preds", h)
     with pytest.raises(ValueError, match="consistency_report needs a threshold in"):
         consistency_report(torch.zeros(4, 2), h, threshold=None)  # type: ignore[arg-type]
+
+
+def test_nan_predictions_are_refused() -> None:
+    """A NaN prediction is a ValueError naming its label and the count, not a silent 'no violation'."""
+    h = Hierarchy.from_dict({"a": ["b", "c"]})
+    p = torch.tensor([[0.4, float("nan"), 0.1], [0.9, float("nan"), 0.2], [0.3, 0.6, 0.1]])
+    for fn in (edge_violations, sample_violations, violation_rate, edge_violation_counts, edge_violation_rates):
+        for threshold in (0.5, None):
+            with pytest.raises(ValueError, match=r"`preds` column 1 \('b'\) holds 2 NaN value\(s\)"):
+                fn(p, h, threshold)
+    with pytest.raises(ValueError, match=r"`preds` column 1 \('b'\) holds 2 NaN value\(s\)"):
+        consistency_report(p.numpy(), h)
+
+
+def test_unvalidated_violations_do_not_synchronise() -> None:
+    """With validate_args=False the violation metrics run on data-less 'meta' tensors (nothing is read back)."""
+    h = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"]})
+    p = torch.rand(20, 4, device="meta")
+    with pytest.raises(RuntimeError, match="meta tensors"):  # the NaN check does read
+        violation_rate(p, h)
+    for threshold in (0.5, None):
+        assert edge_violations(p, h, threshold, validate_args=False).shape == (20, 3)
+        assert sample_violations(p, h, threshold, validate_args=False).device.type == "meta"
+        assert violation_rate(p, h, threshold, from_logits=True, validate_args=False).device.type == "meta"
+        assert edge_violation_counts(p, h, threshold, validate_args=False).device.type == "meta"
+        assert edge_violation_rates(p, h, threshold, validate_args=False).device.type == "meta"

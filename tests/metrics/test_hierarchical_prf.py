@@ -104,5 +104,60 @@ def test_errors() -> None:
         hierarchical_prf(empty, np.zeros((2, 3)), h)
     with pytest.raises(ValueError, match=r"Expected `preds.shape\[1\]` to be 2 \(hierarchy.num_labels\), got 3"):
         hierarchical_prf(np.zeros((2, 3)), np.zeros((2, 3)), h)
-    with pytest.raises(TypeError, match="threshold must be a number, got NoneType"):
+    with pytest.raises(TypeError, match=r"threshold must be a number in \(0, 1\), got NoneType"):
         hierarchical_prf(empty, empty, h, threshold=None)  # type: ignore[arg-type]
+
+
+def test_nan_predictions_are_refused() -> None:
+    """A NaN score is a ValueError naming its label and count, not a silently unpredicted label."""
+    h = Hierarchy.from_dict({"a": ["b", "c"]})
+    p = np.array([[float("nan"), 0.9, 0.1]])
+    with pytest.raises(ValueError, match=r"`preds` column 0 \('a'\) holds 1 NaN value\(s\)"):
+        hierarchical_prf(p, np.array([[1, 1, 0]]), h)
+
+
+@pytest.mark.parametrize("threshold", [1.5, -1, float("nan"), 0, 1.0])
+def test_threshold_rule_of_the_violation_metrics(threshold: float) -> None:
+    """Thresholds outside (0, 1), NaN included, are refused with the same message as the violation metrics."""
+    h = Hierarchy.from_edges([("a", "b")])
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\), got"):
+        hierarchical_prf(np.zeros((2, 2)), np.zeros((2, 2)), h, threshold=threshold)
+
+
+@pytest.mark.parametrize("zero_division", ["warn", None, True])
+def test_zero_division_must_be_a_number(zero_division: object) -> None:
+    """zero_division other than a number (scikit-learn's 'warn' included) is a TypeError quoting it."""
+    h = Hierarchy.from_edges([("a", "b")])
+    with pytest.raises(TypeError, match=rf"zero_division must be a number .*got {zero_division!r}"):
+        hierarchical_prf(np.zeros((2, 2)), np.zeros((2, 2)), h, zero_division=zero_division)  # type: ignore[arg-type]
+
+
+def test_zero_division_nan_like_sklearn() -> None:
+    """zero_division=nan is accepted, as scikit-learn accepts np.nan: an empty predicted set gives hP = nan."""
+    h = Hierarchy.from_edges([("a", "b")])
+    p, r, f = hierarchical_prf(np.zeros((1, 2)), np.array([[1, 0]]), h, zero_division=float("nan"))
+    assert np.isnan(p.item()) and r.item() == 0.0 and f.item() == 0.0
+
+
+def test_from_logits_equals_sigmoid_first() -> None:
+    """from_logits=True thresholds the sigmoid of the scores, as the violation metrics do."""
+    h = Hierarchy.from_dict({"a": ["b", "c"]})
+    logits = np.random.default_rng(0).normal(size=(30, 3))
+    probs = 1 / (1 + np.exp(-logits))
+    y = (np.random.default_rng(1).random((30, 3)) < 0.5).astype(int)
+    for average in ("micro", "macro", "samples"):
+        got = hierarchical_prf(logits, y, h, average, from_logits=True)
+        want = hierarchical_prf(probs, y, h, average)
+        assert [float(v) for v in got] == pytest.approx([float(v) for v in want])
+
+
+def test_unvalidated_prf_does_not_synchronise() -> None:
+    """With validate_args=False hierarchical_prf runs on data-less 'meta' tensors (nothing is read back)."""
+    import torch
+
+    h = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"]})
+    p, y = torch.rand(20, 4, device="meta"), torch.zeros(20, 4, dtype=torch.long, device="meta")
+    with pytest.raises(RuntimeError, match="meta tensors"):  # the checks do read
+        hierarchical_prf(p, y, h)
+    for average in ("micro", "macro", "samples"):
+        assert all(v.device.type == "meta" for v in hierarchical_prf(p, y, h, average, validate_args=False))

@@ -115,3 +115,48 @@ def test_errors() -> None:
         average_precision(np.zeros(4), np.zeros(4))
     with pytest.raises(ValueError, match="`target` column 0 holds -1; metrics expect 0/1 targets"):
         auroc(np.zeros((2, 2)), np.array([[-1, 0], [1, 0]]))
+
+
+NAN = float("nan")
+
+
+def test_nan_scores_are_refused_like_sklearn() -> None:
+    """NaN scores raise a ValueError naming the column and the NaN count, as scikit-learn refuses them too."""
+    p = np.array([[0.1], [NAN], [0.9], [0.4]])
+    y = np.array([[0], [1], [1], [0]])
+    with pytest.raises(ValueError, match="Input contains NaN"):
+        roc_auc_score(y[:, 0], p[:, 0])
+    with pytest.raises(ValueError, match=r"`preds` column 0 holds 1 NaN value\(s\)"):
+        auroc(torch.from_numpy(p), torch.from_numpy(y))
+    with pytest.raises(ValueError, match=r"`preds` column 0 holds 1 NaN value\(s\)"):
+        average_precision(p, y)
+    wide = np.zeros((5, 3))
+    wide[[0, 2], 2] = NAN
+    with pytest.raises(ValueError, match=r"`preds` column 2 holds 2 NaN value\(s\)"):
+        average_precision(wide, np.zeros((5, 3)), average="macro")
+
+
+def test_unvalidated_nan_scores_give_nan() -> None:
+    """With validate_args=False a NaN score makes its label's value and every average NaN instead of raising."""
+    p = torch.tensor([[0.1, 0.3], [NAN, 0.6], [0.9, 0.2], [0.4, 0.8]])
+    y = torch.tensor([[0, 0], [1, 1], [1, 0], [0, 1]])
+    per = auroc(p, y, average=None, validate_args=False)
+    assert np.isnan(per[0].item()) and per[1].item() == pytest.approx(roc_auc_score(y[:, 1], p[:, 1]))
+    per_ap = average_precision(p, y, average=None, validate_args=False)
+    assert np.isnan(per_ap[0].item()) and per_ap[1].item() == pytest.approx(average_precision_score(y[:, 1], p[:, 1]))
+    for value in (auroc(p, y, validate_args=False), auroc(p, y, "macro", validate_args=False),
+                  average_precision(p, y, validate_args=False), average_precision(p, y, "macro", validate_args=False)):
+        assert np.isnan(value.item())
+
+
+def test_unvalidated_metrics_do_not_synchronise() -> None:
+    """With validate_args=False no value is read back: the metrics run on 'meta' tensors, which hold no data (as a
+    GPU stand-in: reading one fails like a synchronisation would)."""
+    p = torch.rand(30, 4, dtype=torch.float64, device="meta")
+    y = torch.zeros(30, 4, dtype=torch.long, device="meta")
+    with pytest.raises(RuntimeError, match="meta tensors"):  # the checks do read
+        auroc(p, y)
+    for average in ("weighted", "macro", None):
+        assert auroc(p, y, average, validate_args=False).device.type == "meta"
+    for average in ("micro", "macro", None):
+        assert average_precision(p, y, average, validate_args=False).device.type == "meta"

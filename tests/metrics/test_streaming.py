@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -152,3 +155,153 @@ def test_two_gloo_ranks_equal_single_process(tmp_path: Path) -> None:
     assert _results(local)["auroc"] != pytest.approx(want["auroc"])  # a shard alone differs: the sync matters
     for rank in range(2):
         _assert_equal(json.loads((tmp_path / f"rank{rank}.json").read_text()), want)
+
+
+def test_update_checks_name_the_offender() -> None:
+    """Targets are checked before they are stored (a -1 is reported as -1), NaN scores at the batch holding them."""
+    h = _hierarchy()
+    p, y = _data()
+    bad_target = y.clone()
+    bad_target[3, 2] = -1
+    for metric in (AUROC(), AveragePrecision(), HierarchicalF1(h)):
+        with pytest.raises(ValueError, match="`target` column 2 holds -1; metrics expect 0/1 targets"):
+            metric.update(p, bad_target)
+    nan_preds = p.clone()
+    nan_preds[[1, 4, 6], 3] = float("nan")
+    for metric in (AUROC(), AveragePrecision(), HierarchicalF1(h)):
+        with pytest.raises(ValueError, match=r"`preds` column 3 .*holds 3 NaN value\(s\)"):
+            metric.update(nan_preds, y)
+    with pytest.raises(ValueError, match=r"`preds` column 3 \('d'\) holds 3 NaN value\(s\)"):
+        ViolationRate(h).update(nan_preds)
+    metric = AUROC()
+    metric.update(p, y)
+    with pytest.raises(ValueError, match=r"Expected `preds.shape\[1\]` to be 5 like the earlier batches, got 4"):
+        metric.update(p[:, :4], y[:, :4])
+
+
+def test_hierarchical_f1_argument_rules() -> None:
+    """HierarchicalF1 refuses the thresholds and zero_division values hierarchical_prf refuses."""
+    h = _hierarchy()
+    for threshold in (1.5, -1, float("nan")):
+        with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\), got"):
+            HierarchicalF1(h, threshold=threshold)
+    with pytest.raises(TypeError, match=r"zero_division must be a number .*got 'warn'"):
+        HierarchicalF1(h, zero_division="warn")  # type: ignore[arg-type]
+
+
+def test_from_logits_and_nothing_seen() -> None:
+    """HierarchicalF1(from_logits=True) equals the functional form on logits; ranking metrics of nothing are NaN."""
+    h = _hierarchy()
+    p, y = _data()
+    logits = torch.logit(p)
+    metric = HierarchicalF1(h, average="macro", from_logits=True)
+    metric.update(logits[:20], y[:20])
+    metric.update(logits[20:], y[20:])
+    want = hierarchical_prf(logits, y, h, "macro", from_logits=True)
+    assert [v.item() for v in metric.compute_all()] == pytest.approx([v.item() for v in want])
+    for empty in (AUROC(), AveragePrecision(), AveragePrecision("macro")):
+        with pytest.warns(UserWarning, match="was called before the ``update`` method"):
+            assert torch.isnan(empty.compute()).item()
+
+
+def test_unvalidated_streaming_does_not_synchronise() -> None:
+    """With validate_args=False update() and compute() of every streaming metric run on data-less 'meta' tensors."""
+    h = _hierarchy()
+    p, y = torch.rand(16, 5, device="meta"), torch.zeros(16, 5, dtype=torch.long, device="meta")
+    with pytest.raises(RuntimeError, match="meta tensors"):  # the checks do read
+        AUROC().to("meta").update(p, y)
+    metrics: dict[str, Any] = {
+        "viol05": ViolationRate(h, validate_args=False), "viol_any": ViolationRate(h, None, validate_args=False),
+        "hf": HierarchicalF1(h, validate_args=False), "hf_samples": HierarchicalF1(h, "samples", validate_args=False),
+        "auroc": AUROC(validate_args=False), "ap": AveragePrecision(validate_args=False),
+    }
+    metrics = {name: m.to("meta") for name, m in metrics.items()}
+    for _ in range(2):
+        _update(metrics, p, y)
+    for m in metrics.values():
+        assert m.compute().device.type == "meta"
+
+
+# ---------------------------------------------------------------------------------- ranks without data (DDP)
+#: (rank 0 rows, rank 1 rows) of the 40 samples of _data(); an empty range means the rank never calls update().
+EMPTY_RANK_SPLITS = {
+    "rank1_empty": (slice(0, 40), slice(40, 40)),
+    "rank0_empty": (slice(0, 0), slice(0, 40)),
+    "uneven": (slice(0, 3), slice(3, 40)),
+    "both_empty": (slice(0, 0), slice(0, 0)),
+}
+
+
+def _empty_rank_results(p: torch.Tensor, y: torch.Tensor, batches: list[slice]) -> dict[str, Any]:
+    """Every metric after updates with the given row ranges (none: compute() before any update())."""
+    metrics = {**_metrics(_hierarchy()), "auroc_none": AUROC(None), "ap_none": AveragePrecision(None)}
+    for rows in batches:
+        _update(metrics, p[rows], y[rows])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # compute() before update()
+        return {"auroc": metrics["auroc"].compute().tolist(), "ap": metrics["ap"].compute().tolist(),
+                "auroc_none": metrics["auroc_none"].compute().tolist(),
+                "ap_none": metrics["ap_none"].compute().tolist(), "viol05": metrics["viol05"].compute().tolist(),
+                "hf_macro": [v.item() for v in metrics["hf_macro"].compute_all()]}
+
+
+def _empty_rank_worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=20))
+    try:
+        p, y = _data()
+        results = {}
+        for name, split in EMPTY_RANK_SPLITS.items():
+            shard = split[rank]  # two batches where this rank has rows, none (no update() call) where it has none
+            batches = [slice(shard.start, shard.stop - 1), slice(shard.stop - 1, shard.stop)]
+            batches = batches if shard.stop > shard.start else []
+            results[name] = _empty_rank_results(p, y, batches)
+        manual = AUROC()  # sync() called by hand (as trainers do) gathers the same way as compute()
+        if rank == 0:
+            manual.update(p, y)
+        with manual.sync_context():
+            results["manual_sync_rows"] = int(manual.preds.shape[0])
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn_two(fn: Any, *args: Any, limit_s: float = 120.0) -> None:
+    """Run ``fn(rank, *args)`` on two processes; fail (instead of hanging CI) if they are not done in ``limit_s``."""
+    context = mp.spawn(fn, args=args, nprocs=2, join=False)
+    deadline = time.monotonic() + limit_s
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"distributed workers still running after {limit_s} s (a rank is blocked in a collective)")
+
+
+@pytest.mark.distributed
+def test_ranks_without_data_equal_single_process(tmp_path: Path) -> None:
+    """A rank that never calls update() (either rank, or both) still gives every rank the single-process result
+    of the union, which (where there are rows) equals the functional metrics."""
+    _spawn_two(_empty_rank_worker, _free_port(), str(tmp_path))
+    p, y = _data()
+    h = _hierarchy()
+    got = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    for name, (first, second) in EMPTY_RANK_SPLITS.items():
+        union = [r for r in (first, second) if r.stop > r.start]
+        want = _empty_rank_results(p, y, union)
+        if union:
+            rows = torch.cat([torch.arange(r.start, r.stop) for r in union])
+            q, z = p[rows], y[rows]
+            functional = {
+                "auroc": auroc(q, z).item(), "ap": average_precision(q, z).item(),
+                "auroc_none": auroc(q, z, None).tolist(), "ap_none": average_precision(q, z, None).tolist(),
+                "viol05": violation_rate(q, h).item(),
+                "hf_macro": [v.item() for v in hierarchical_prf(q, z, h, "macro")]}
+            for key, value in functional.items():
+                assert want[key] == pytest.approx(value, abs=1e-6), (name, key)
+        else:  # nothing seen anywhere: NaN scores, no per-label values, rate 0, zero_division
+            assert np.isnan(want["auroc"]) and np.isnan(want["ap"]) and want["auroc_none"] == want["ap_none"] == []
+        for rank in range(2):
+            assert got[rank]["manual_sync_rows"] == 40
+            assert got[rank][name].keys() == want.keys()
+            for key, value in want.items():
+                assert got[rank][name][key] == pytest.approx(value, abs=1e-6, nan_ok=True), (name, rank, key)

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from hierloss._penalty_forms import violated
 from hierloss.hierarchy import Hierarchy
-from hierloss.metrics._inputs import scores_for
+from hierloss.metrics._inputs import check_threshold, scores_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,13 +23,6 @@ __all__ = [
 ]
 
 
-def check_threshold(threshold: float | None) -> None:
-    """Raise ``ValueError`` unless ``threshold`` is ``None`` or a number strictly between 0 and 1."""
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                  or not 0.0 < threshold < 1.0):
-        raise ValueError(f"threshold must be in (0, 1) or None, got {threshold!r}")
-
-
 def edge_flags(scores: Tensor, edge_index: Tensor, threshold: float | None) -> Tensor:
     """Bool ``(N, E)`` violation flags of ``(N, C)`` probabilities for a ``(2, E)`` parent/child ``edge_index``:
     the penalty forms' violation test (:func:`hierloss._penalty_forms.violated`)."""
@@ -37,7 +30,7 @@ def edge_flags(scores: Tensor, edge_index: Tensor, threshold: float | None) -> T
 
 
 def edge_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,
-                    from_logits: bool = False) -> Tensor:
+                    from_logits: bool = False, validate_args: bool = True) -> Tensor:
     """Bool ``(N, E)``: whether sample ``n`` violates edge ``e`` (edges in ``hierarchy.edges`` order).
 
     With a ``threshold`` the test is the reference's, strict on both sides: ``parent < t and child > t`` (a
@@ -50,13 +43,18 @@ def edge_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 
         hierarchy: the label hierarchy, ``C = hierarchy.num_labels``.
         threshold: decision threshold in ``(0, 1)``, or ``None`` for any threshold.
         from_logits: apply a sigmoid to ``preds`` first.
+        validate_args: refuse NaN predictions (a ``ValueError`` naming the label and the count). The check reads
+            the predictions back to the host, a GPU synchronisation; with ``False`` nothing is read back and a NaN
+            prediction violates no edge.
 
     Shape:
         ``(N, C)`` in, ``(N, E)`` out with ``E = hierarchy.num_edges``.
 
     Raises:
-        ValueError: for a threshold outside ``(0, 1)`` or ``preds`` of the wrong shape.
-        TypeError: for ``preds`` that are neither a tensor nor array-like.
+        ValueError: for a threshold outside ``(0, 1)``, ``preds`` of the wrong shape, or (``validate_args``) NaN
+            predictions.
+        TypeError: for a threshold that is not a number or ``None``, or ``preds`` that are neither a tensor nor
+            array-like.
 
     Example:
         >>> import torch
@@ -66,18 +64,18 @@ def edge_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 
         tensor([[ True, False]])
     """
     check_threshold(threshold)
-    scores = scores_for(preds, hierarchy, from_logits)
+    scores = scores_for(preds, hierarchy, from_logits, validate_args=validate_args)
     return edge_flags(scores, hierarchy.edge_index.to(scores.device), threshold)
 
 
 def sample_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,
-                      from_logits: bool = False) -> Tensor:
-    """Bool ``(N,)``: whether each sample violates at least one edge (see :func:`edge_violations`)."""
-    return edge_violations(preds, hierarchy, threshold, from_logits).any(dim=1)
+                      from_logits: bool = False, validate_args: bool = True) -> Tensor:
+    """Bool ``(N,)``: whether each sample violates at least one edge (arguments as :func:`edge_violations`)."""
+    return edge_violations(preds, hierarchy, threshold, from_logits, validate_args).any(dim=1)
 
 
 def violation_rate(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,
-                   from_logits: bool = False) -> Tensor:
+                   from_logits: bool = False, validate_args: bool = True) -> Tensor:
     """Fraction of samples with at least one violated edge (a 0-d float32 tensor; 0 for an empty batch).
 
     ``threshold=0.5`` counts samples whose *decisions* break the hierarchy (a child predicted positive under a
@@ -90,6 +88,7 @@ def violation_rate(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0
         hierarchy: the label hierarchy.
         threshold: decision threshold in ``(0, 1)``, or ``None`` for any threshold.
         from_logits: apply a sigmoid to ``preds`` first.
+        validate_args: refuse NaN predictions (see :func:`edge_violations`).
 
     Example:
         >>> import torch
@@ -99,13 +98,14 @@ def violation_rate(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0
         >>> violation_rate(p, h), violation_rate(p, h, threshold=None)
         (tensor(0.3333), tensor(0.6667))
     """
-    flags = sample_violations(preds, hierarchy, threshold, from_logits)
+    flags = sample_violations(preds, hierarchy, threshold, from_logits, validate_args)
     return flags.float().sum() / max(flags.numel(), 1)
 
 
 def edge_violation_counts(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,
-                          from_logits: bool = False) -> Tensor:
-    """Long ``(E,)``: how many samples violate each edge (edges in ``hierarchy.edges`` order).
+                          from_logits: bool = False, validate_args: bool = True) -> Tensor:
+    """Long ``(E,)``: how many samples violate each edge (edges in ``hierarchy.edges`` order; arguments as
+    :func:`edge_violations`).
 
     Example:
         >>> import torch
@@ -115,13 +115,14 @@ def edge_violation_counts(preds: Any, hierarchy: Hierarchy, threshold: float | N
         >>> edge_violation_counts(p, h), edge_violation_counts(p, h, threshold=None)
         (tensor([1, 0]), tensor([2, 1]))
     """
-    return edge_violations(preds, hierarchy, threshold, from_logits).sum(0)
+    return edge_violations(preds, hierarchy, threshold, from_logits, validate_args).sum(0)
 
 
 def edge_violation_rates(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,
-                         from_logits: bool = False) -> Tensor:
-    """Float ``(E,)``: the fraction of samples violating each edge (0 for an empty batch)."""
-    flags = edge_violations(preds, hierarchy, threshold, from_logits)
+                         from_logits: bool = False, validate_args: bool = True) -> Tensor:
+    """Float ``(E,)``: the fraction of samples violating each edge (0 for an empty batch; arguments as
+    :func:`edge_violations`)."""
+    flags = edge_violations(preds, hierarchy, threshold, from_logits, validate_args)
     return flags.float().sum(0) / max(flags.shape[0], 1)
 
 
@@ -131,7 +132,7 @@ def consistency_report(preds: Any, hierarchy: Hierarchy, threshold: float = 0.5,
 
     Columns: ``parent``, ``child`` (label names), ``violations`` and ``rate`` (samples violating the edge at
     ``threshold``: count and fraction), ``violations_any`` and ``rate_any`` (samples with
-    ``score(child) > score(parent)``).
+    ``score(child) > score(parent)``). NaN predictions are a ``ValueError`` naming the label.
 
     Example:
         >>> import torch
@@ -148,8 +149,8 @@ def consistency_report(preds: Any, hierarchy: Hierarchy, threshold: float = 0.5,
     if threshold is None:
         raise ValueError("consistency_report needs a threshold in (0, 1); the any-threshold columns are always "
                          "included")
-    at_t = edge_violations(preds, hierarchy, threshold, from_logits)
-    anywhere = edge_violations(preds, hierarchy, None, from_logits)
+    at_t = edge_violations(preds, hierarchy, threshold, from_logits)  # validates preds once
+    anywhere = edge_violations(preds, hierarchy, None, from_logits, validate_args=False)
     n = max(at_t.shape[0], 1)
     counts_t = at_t.sum(0).cpu()
     counts_any = anywhere.sum(0).cpu()

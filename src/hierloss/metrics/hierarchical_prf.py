@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from hierloss.hierarchy import Hierarchy
-from hierloss.metrics._inputs import scores_for, targets_like
+from hierloss.metrics._inputs import check_threshold, check_zero_division, scores_for, targets_like
 
 __all__ = ["hierarchical_prf"]
 
@@ -21,12 +21,18 @@ def check_average(average: object) -> None:
         raise ValueError(f"average must be 'micro', 'macro' or 'samples', got {average!r}")
 
 
-def augmented_sets(preds: Any, target: Any, hierarchy: Hierarchy, threshold: float) -> tuple[Tensor, Tensor]:
+def check_arguments(average: object, threshold: object, zero_division: object) -> None:
+    """The argument rules of :func:`hierarchical_prf` and ``HierarchicalF1`` (Python values only, no tensor read)."""
+    check_average(average)
+    check_threshold(threshold, allow_none=False)
+    check_zero_division(zero_division)
+
+
+def augmented_sets(preds: Any, target: Any, hierarchy: Hierarchy, threshold: float, from_logits: bool = False,
+                   validate_args: bool = True) -> tuple[Tensor, Tensor]:
     """Bool ``(N, C)`` predicted (score > ``threshold``) and true label sets, each closed under ancestors."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
-    scores = scores_for(preds, hierarchy)
-    truth = targets_like(target, scores)
+    scores = scores_for(preds, hierarchy, from_logits, validate_args=validate_args)
+    truth = targets_like(target, scores, validate_args=validate_args)
     return hierarchy.propagate(scores > threshold), hierarchy.propagate(truth)
 
 
@@ -57,7 +63,8 @@ def prf_from_counts(inter: Tensor, n_pred: Tensor, n_true: Tensor,
 
 
 def hierarchical_prf(preds: Any, target: Any, hierarchy: Hierarchy, average: str = "micro", threshold: float = 0.5,
-                     zero_division: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+                     zero_division: float = 0.0, from_logits: bool = False,
+                     validate_args: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Hierarchical precision, recall and F1: ``(hP, hR, hF)``.
 
     For a sample, ``P̂`` is the set of predicted labels (score > ``threshold``) and ``T̂`` the set of true
@@ -76,18 +83,26 @@ def hierarchical_prf(preds: Any, target: Any, hierarchy: Hierarchy, average: str
     is ``zero_division``; ``hF`` is ``zero_division`` only when both sets are empty.
 
     Args:
-        preds: ``(N, C)`` scores or 0/1 predictions; NumPy accepted.
+        preds: ``(N, C)`` scores (probabilities, or logits with ``from_logits=True``) or 0/1 predictions; NumPy
+            accepted.
         target: ``(N, C)`` 0/1 targets (need not be ancestor-closed).
         hierarchy: the label hierarchy, ``C = hierarchy.num_labels``.
         average: ``'micro'``, ``'macro'`` or ``'samples'``.
-        threshold: a label is predicted when its score is above it.
-        zero_division: the value of a ratio whose denominator is 0.
+        threshold: a label is predicted when its score is above it; in ``(0, 1)``, the rule of every metric.
+        zero_division: the value of a ratio whose denominator is 0: a number (``0.0``, ``1.0``, ``float('nan')``,
+            as scikit-learn accepts; its ``'warn'`` is ``0.0``).
+        from_logits: apply a sigmoid to ``preds`` first.
+        validate_args: refuse NaN scores (naming the label and the count) and targets other than 0/1. The checks
+            read the inputs back to the host, a GPU synchronisation; with ``False`` nothing is read back, a NaN
+            score counts as not predicted and any non-zero target as 1.
 
     Returns:
         Three 0-d float64 tensors.
 
     Raises:
-        ValueError: for an unknown ``average``, mismatched shapes or non-0/1 targets.
+        ValueError: for an unknown ``average``, a threshold outside ``(0, 1)``, mismatched shapes, or (with
+            ``validate_args``) NaN scores or non-0/1 targets.
+        TypeError: for a threshold or ``zero_division`` that is not a number.
 
     Example:
         >>> from hierloss import Hierarchy
@@ -97,8 +112,8 @@ def hierarchical_prf(preds: Any, target: Any, hierarchy: Hierarchy, average: str
         >>> print(*(round(float(v), 3) for v in hierarchical_prf(preds, target, h)))
         0.5 0.5 0.5
     """
-    check_average(average)
-    predicted, actual = augmented_sets(preds, target, hierarchy, threshold)
+    check_arguments(average, threshold, zero_division)
+    predicted, actual = augmented_sets(preds, target, hierarchy, threshold, from_logits, validate_args)
     p, r, f = prf_from_counts(*prf_counts(predicted, actual, average), zero_division)
     if average == "micro":
         return p, r, f

@@ -187,13 +187,13 @@ def test_module_equals_function_and_repr() -> None:
 
 def test_errors() -> None:
     """Bad arguments and shapes raise errors that name them."""
-    with pytest.raises(ValueError, match="`gamma_neg` must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="`gamma_neg` must be a finite number >= 0, got -1"):
         AsymmetricLoss(gamma_neg=-1)
-    with pytest.raises(ValueError, match="`gamma_pos` must be >= 0, got nan"):
+    with pytest.raises(ValueError, match="`gamma_pos` must be a finite number >= 0, got nan"):
         AsymmetricLoss(gamma_pos=float("nan"))
     with pytest.raises(ValueError, match=r"`clip` must be in \[0, 1\), got 1.0"):
         AsymmetricLoss(clip=1.0)
-    with pytest.raises(ValueError, match="`eps` must be > 0, got 0"):
+    with pytest.raises(ValueError, match=r"`eps` must be in \(0, 1\), got 0"):
         AsymmetricLoss(eps=0)
     with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', 'none', got 'batchmean'"):
         AsymmetricLoss(reduction="batchmean")

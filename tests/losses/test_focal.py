@@ -119,7 +119,7 @@ def test_errors() -> None:
     """Bad arguments and shapes raise errors that name them."""
     with pytest.raises(ValueError, match=r"`alpha` must be in \[0, 1\] or None, got 1.5"):
         FocalLoss(alpha=1.5)
-    with pytest.raises(ValueError, match="`gamma` must be >= 0, got -2"):
+    with pytest.raises(ValueError, match="`gamma` must be a finite number >= 0, got -2"):
         FocalLoss(gamma=-2)
     with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', 'none', got 'avg'"):
         focal_loss(torch.randn(2, 2), torch.zeros(2, 2), reduction="avg")

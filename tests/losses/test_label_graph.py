@@ -137,7 +137,7 @@ def test_errors(h: Hierarchy) -> None:
         LabelGraphRefinement(4, h)
     with pytest.raises(ValueError, match="`num_labels` must be a positive int, got 0"):
         LabelGraphRefinement(0)
-    with pytest.raises(ValueError, match="`l1` must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="`l1` must be a finite number >= 0, got -1"):
         LabelGraphRefinement(3, l1=-1)
     with pytest.raises(ValueError, match="`sparsity` must be one of 'edges', 'closure', got 'dense'"):
         LabelGraphRefinement(5, h, sparsity="dense")

@@ -122,9 +122,9 @@ def test_composes_with_hierarchy_penalty() -> None:
 
 def test_errors() -> None:
     """Bad arguments and shapes raise errors that name them."""
-    with pytest.raises(ValueError, match="`temperature` must be > 0, got 0"):
+    with pytest.raises(ValueError, match="`temperature` must be a finite number > 0, got 0"):
         ZLPRLoss(temperature=0)
-    with pytest.raises(ValueError, match=r"`temperature` must be > 0, got -1\.0"):
+    with pytest.raises(ValueError, match=r"`temperature` must be a finite number > 0, got -1\.0"):
         zlpr_loss(torch.randn(2, 2), torch.zeros(2, 2), temperature=-1.0)
     with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', 'none', got 'avg'"):
         ZLPRLoss(reduction="avg")

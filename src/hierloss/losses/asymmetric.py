@@ -12,6 +12,8 @@ float32 and float64).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -26,12 +28,12 @@ __all__ = ["AsymmetricLoss", "asymmetric_loss"]
 
 def _check_args(gamma_neg: float, gamma_pos: float, clip: float, eps: float) -> None:
     for name, value in (("gamma_neg", gamma_neg), ("gamma_pos", gamma_pos)):
-        if not value >= 0:
-            raise ValueError(f"`{name}` must be >= 0, got {value!r}")
+        if not 0 <= value < math.inf:  # comparisons: NaN and inf fail them
+            raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
     if not 0 <= clip < 1:
         raise ValueError(f"`clip` must be in [0, 1), got {clip!r}")
-    if not eps > 0:
-        raise ValueError(f"`eps` must be > 0, got {eps!r}")
+    if not 0 < eps < 1:
+        raise ValueError(f"`eps` must be in (0, 1), got {eps!r}")
 
 
 def asymmetric_loss(

@@ -11,6 +11,8 @@ loss is ``binary_cross_entropy_with_logits`` exactly.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,8 +29,8 @@ __all__ = ["FocalLoss", "focal_loss"]
 def _check_args(alpha: float | None, gamma: float) -> None:
     if alpha is not None and not 0 <= alpha <= 1:
         raise ValueError(f"`alpha` must be in [0, 1] or None, got {alpha!r}")
-    if not gamma >= 0:
-        raise ValueError(f"`gamma` must be >= 0, got {gamma!r}")
+    if not 0 <= gamma < math.inf:  # comparisons: NaN and inf fail them
+        raise ValueError(f"`gamma` must be a finite number >= 0, got {gamma!r}")
 
 
 def focal_loss(

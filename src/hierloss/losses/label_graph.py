@@ -15,6 +15,8 @@ instead of ``O(N·C²)``. The diagonal is always 0 (a label does not refine itse
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -96,8 +98,8 @@ class LabelGraphRefinement(nn.Module):
         super().__init__()
         if not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"`num_labels` must be a positive int, got {num_labels!r}")
-        if not l1 >= 0:
-            raise ValueError(f"`l1` must be >= 0, got {l1!r}")
+        if not 0 <= l1 < math.inf:  # comparisons: NaN and inf fail them
+            raise ValueError(f"`l1` must be a finite number >= 0, got {l1!r}")
         if sparsity not in SPARSITIES:
             raise ValueError(f"`sparsity` must be one of 'edges', 'closure', got {sparsity!r}")
         pair_index: Tensor | None = None

@@ -14,6 +14,8 @@ so fp16/bf16 inputs under autocast are safe.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -86,8 +88,8 @@ def zlpr_loss(
 
 
 def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature!r}")
+    if not 0 < temperature < math.inf:  # comparisons: NaN and inf fail them
+        raise ValueError(f"`temperature` must be a finite number > 0, got {temperature!r}")
 
 
 class ZLPRLoss(nn.Module):

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +12,6 @@ import pytest
 import scipy.sparse
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +24,7 @@ from hierloss.penalties import (
     FixedPenalty,
     count_edges,
 )
+from tests._distributed import free_port, init_gloo, spawn_two
 from tests.test_hierarchy import random_dags
 
 EPS = 1e-6
@@ -280,15 +276,9 @@ def test_real_nih(shared_data: Path) -> None:
     assert pen.table()["n"].tolist() == [len(frame)] * h.num_edges
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _worker(rank: int, port: int, y: np.ndarray, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=__import__("datetime").timedelta(seconds=60))
+    init_gloo(rank, port, timeout_s=60)
     try:
         h = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"], "c": ["d"], "e": []})
         part = np.array_split(y, 2)[rank]
@@ -302,7 +292,7 @@ def _worker(rank: int, port: int, y: np.ndarray, out_dir: str) -> None:
 def test_distributed_equals_single_process(dag: Hierarchy, tmp_path: Path) -> None:
     """Two gloo ranks fitting on halves get exactly the penalties of one process on the union."""
     y = _random_labels(dag, 101, 5)
-    mp.spawn(_worker, args=(_free_port(), y, str(tmp_path)), nprocs=2, join=True)
+    spawn_two(_worker, free_port(), y, str(tmp_path))
     want = ConditionalPenalty().fit(dag, y)
     for rank in range(2):
         got = EdgePenalties.from_dict(json.loads((tmp_path / f"rank{rank}.json").read_text()))
@@ -395,8 +385,7 @@ def _shard(y: np.ndarray, h: Hierarchy, rows: slice, kind: str) -> Any:
 
 
 def _empty_shard_worker(rank: int, port: int, y: np.ndarray, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=20))
+    init_gloo(rank, port, timeout_s=20)
     try:
         h = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"], "c": ["d"], "e": []})
         results: dict[str, Any] = {}
@@ -415,23 +404,12 @@ def _empty_shard_worker(rank: int, port: int, y: np.ndarray, out_dir: str) -> No
         dist.destroy_process_group()
 
 
-def _spawn_two(fn: Any, *args: Any, limit_s: float = 120.0) -> None:
-    """Run ``fn(rank, *args)`` on two processes; fail (instead of hanging CI) if they are not done in ``limit_s``."""
-    context = mp.spawn(fn, args=args, nprocs=2, join=False)
-    deadline = time.monotonic() + limit_s
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"distributed workers still running after {limit_s} s (a rank is blocked in a collective)")
-
-
 @pytest.mark.distributed
 def test_distributed_empty_and_uneven_shards(dag: Hierarchy, tmp_path: Path) -> None:
     """Ranks with no rows (array, frame, no chunks) or few rows get the single-process penalties of the union;
     if every rank is empty, or one rank's labels are invalid, every rank raises instead of waiting for the others."""
     y = _random_labels(dag, 101, 9)
-    _spawn_two(_empty_shard_worker, _free_port(), y, str(tmp_path))
+    spawn_two(_empty_shard_worker, free_port(), y, str(tmp_path))
     want = ConditionalPenalty().fit(dag, y)
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())

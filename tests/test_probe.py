@@ -235,3 +235,84 @@ def test_degenerate_cases_equal_pytorch() -> None:
     want = F.binary_cross_entropy_with_logits(x, y)
     torch.testing.assert_close(HBCELoss(H, scale=0.0)(x, y), want)
     torch.testing.assert_close(FocalLoss(alpha=None, gamma=0.0)(x, y), want)
+
+
+# ---------------------------------------------------------------- distributed: uneven and empty shards
+#: Rows of the 40 probe samples held by (rank 0, rank 1); 0 rows means the rank never calls update().
+DDP_SPLITS = [(40, 0), (0, 40), (3, 37), (17, 23), (0, 0)]
+
+
+def _ddp_data() -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(11)
+    y = H.propagate((torch.rand(40, C, generator=g) < 0.4).float())
+    return torch.rand(40, C, generator=g), y
+
+
+def _ddp_results(rows: list[slice], process_group: object = None) -> dict[str, object]:
+    """Streaming metrics and penalties after batches of 7 rows from ``rows`` (``compute()`` on every rank)."""
+    import warnings
+
+    from hierloss.metrics import AUROC, AveragePrecision, HierarchicalF1, ViolationRate
+
+    p, y = _ddp_data()
+    metrics = {"auroc": AUROC(), "ap": AveragePrecision(), "viol": ViolationRate(H), "hf1": HierarchicalF1(H)}
+    for part in rows:
+        for start in range(part.start, part.stop, 7):
+            batch = slice(start, min(start + 7, part.stop))
+            for name, metric in metrics.items():
+                if name == "viol":
+                    metric.update(p[batch])
+                else:
+                    metric.update(p[batch], y[batch])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # compute() before any update()
+        out: dict[str, object] = {name: float(m.compute()) for name, m in metrics.items() if name != "hf1"}
+        out["hf1"] = [float(v) for v in metrics["hf1"].compute_all()]
+    labels = torch.cat([y[part] for part in rows]) if rows else torch.zeros(0, C)
+    try:
+        out["penalties"] = ConditionalPenalty().fit(H, labels.numpy(), process_group=process_group).values.tolist()
+    except ValueError as error:
+        out["penalties"] = str(error)
+    return out
+
+
+def _ddp_probe_worker(rank: int, port: int, out_dir: str) -> None:
+    import json
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from tests._distributed import init_gloo
+
+    init_gloo(rank, port)
+    try:
+        results = []
+        for first, second in DDP_SPLITS:
+            mine = slice(0, first) if rank == 0 else slice(first, first + second)
+            results.append(_ddp_results([mine] if mine.stop > mine.start else [], dist.group.WORLD))
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_ddp_uneven_and_empty_shards_equal_one_process(tmp_path: object) -> None:
+    """Two gloo ranks, shards uneven or empty (one rank or both): every streaming metric and the fitted penalties
+    on every rank equal one process on the union (NaN / the same error when there is no data at all), within the
+    time limit — no abort, no hang."""
+    import json
+    from pathlib import Path
+
+    from tests._distributed import free_port, spawn_two
+
+    spawn_two(_ddp_probe_worker, free_port(), str(tmp_path))
+    for rank in range(2):
+        got = json.loads(Path(str(tmp_path), f"rank{rank}.json").read_text())
+        for (first, second), result in zip(DDP_SPLITS, got):
+            union = [slice(0, first + second)] if first + second else []
+            want = _ddp_results(union)
+            for key, value in want.items():
+                if isinstance(value, str):  # no data on any rank: an "empty" error on every rank, as in one process
+                    assert "empty" in value and "empty" in result[key], (result[key], value)
+                else:
+                    assert result[key] == pytest.approx(value, abs=1e-9, nan_ok=True), (first, second, rank, key)

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import time
 import warnings
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from hierloss import Hierarchy
 from hierloss.metrics import (
@@ -29,6 +24,7 @@ from hierloss.metrics import (
     hierarchical_prf,
     violation_rate,
 )
+from tests._distributed import free_port, init_gloo, spawn_two
 
 SHARDS = (slice(0, 13), slice(13, 40))  # unequal shards, as the last batch of an epoch makes them
 
@@ -123,15 +119,9 @@ def test_errors() -> None:
         AUROC().update(torch.zeros(3, 5), torch.zeros(3, 4))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=60))
+    init_gloo(rank, port, timeout_s=60)
     try:
         p, y = _data()
         metrics = _metrics(_hierarchy())
@@ -147,7 +137,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 @pytest.mark.distributed
 def test_two_gloo_ranks_equal_single_process(tmp_path: Path) -> None:
     """Two gloo ranks with unequal shards both compute exactly the single-process metrics of the union."""
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_two(_worker, free_port(), str(tmp_path))
     p, y = _data()
     want = _expected(_hierarchy(), p, y)
     local = _metrics(_hierarchy())
@@ -246,8 +236,7 @@ def _empty_rank_results(p: torch.Tensor, y: torch.Tensor, batches: list[slice]) 
 
 
 def _empty_rank_worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=20))
+    init_gloo(rank, port, timeout_s=20)
     try:
         p, y = _data()
         results = {}
@@ -266,22 +255,11 @@ def _empty_rank_worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _spawn_two(fn: Any, *args: Any, limit_s: float = 120.0) -> None:
-    """Run ``fn(rank, *args)`` on two processes; fail (instead of hanging CI) if they are not done in ``limit_s``."""
-    context = mp.spawn(fn, args=args, nprocs=2, join=False)
-    deadline = time.monotonic() + limit_s
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"distributed workers still running after {limit_s} s (a rank is blocked in a collective)")
-
-
 @pytest.mark.distributed
 def test_ranks_without_data_equal_single_process(tmp_path: Path) -> None:
     """A rank that never calls update() (either rank, or both) still gives every rank the single-process result
     of the union, which (where there are rows) equals the functional metrics."""
-    _spawn_two(_empty_rank_worker, _free_port(), str(tmp_path))
+    spawn_two(_empty_rank_worker, free_port(), str(tmp_path))
     p, y = _data()
     h = _hierarchy()
     got = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]

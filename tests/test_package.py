@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import hierloss
 
 
@@ -26,3 +28,20 @@ def test_public_names_resolve() -> None:
     for cls, fn in twins.items():
         assert cls in hierloss.__all__, cls
         assert callable(getattr(hierloss.functional, fn)), fn
+
+
+def test_submodules_are_reachable_and_lazy() -> None:
+    """After `import hierloss as hl`, `hl.metrics`, `hl.datasets`, `hl.hierarchies`, `hl.penalties`, `hl.losses` and
+    `hl.functional` work; the optional and heavy dependencies load only when a submodule needing them is used."""
+    code = ("import sys, hierloss as hl\n"
+            "heavy = ('pandas', 'networkx', 'matplotlib', 'torchmetrics')\n"
+            "before = [m for m in heavy if m in sys.modules]\n"
+            "assert hl.metrics.coherent and hl.datasets.load_hmc and hl.hierarchies.chexpert\n"
+            "assert hl.penalties.ConditionalPenalty and hl.losses.HBCELoss and hl.functional.hbce_loss\n"
+            "assert 'metrics' in dir(hl)\n"
+            "print(','.join(before))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
+    with pytest.raises(AttributeError, match="module 'hierloss' has no attribute 'no_such_module'"):
+        hierloss.no_such_module  # type: ignore[attr-defined]  # noqa: B018

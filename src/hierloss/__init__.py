@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from hierloss import functional
 from hierloss.hierarchy import Hierarchy
@@ -22,6 +24,20 @@ try:
     __version__ = version("hierloss")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
     __version__ = "0.0.0"
+
+#: Submodules reachable as attributes (``hierloss.metrics.coherent``), imported on first use so that
+#: ``import hierloss`` stays light: it imports neither pandas, networkx, matplotlib nor torchmetrics.
+_SUBMODULES = ("datasets", "hierarchies", "losses", "metrics", "penalties", "propagation")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"hierloss.{name}")
+    raise AttributeError(f"module 'hierloss' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUBMODULES})
 
 __all__ = [
     "AsymmetricLoss",

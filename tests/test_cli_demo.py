@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from hierloss.cli import main
 
@@ -57,3 +58,109 @@ def test_demo_bad_input_exits_2_with_a_message(argv: list[str], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--no-progress", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def _one_line_error(err: str) -> str:
+    """Check that stderr is exactly one `hierloss demo: error:` line and return it."""
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert err.startswith("hierloss demo: error: "), err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lr", "nan"], "--lr must be a positive finite number, got nan"),
+        (["--lr", "inf"], "--lr must be a positive finite number, got inf"),
+        (["--lr", "0"], "--lr must be a positive finite number, got 0"),
+        (["--lr=-1e-3"], "--lr must be a positive finite number, got -0.001"),
+        (["--dropout", "1.5"], "--dropout must be in [0, 1), got 1.5"),
+        (["--dropout", "-0.1"], "--dropout must be in [0, 1), got -0.1"),
+        (["--dropout", "nan"], "--dropout must be in [0, 1), got nan"),
+        (["--seed", "-1"], "--seed must be in [0, 2**63), got -1"),
+        (["--device", "meta"], "--device 'meta': Cannot copy out of meta tensor"),
+        (["--device", "nonsense"], "--device 'nonsense'"),
+    ],
+)
+def test_bad_numbers_and_devices_fail_before_training(argv: list[str], message: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A non-finite or out-of-range --lr/--dropout/--seed, or an unusable device: one line, exit 2, no training."""
+    assert main(["demo", "--no-progress", "--samples", "300", "--epochs", "1", *argv]) == 2
+    captured = capsys.readouterr()
+    assert message in _one_line_error(captured.err)
+    assert captured.out == ""
+
+
+@pytest.mark.skipif(torch.version.cuda is not None or torch.version.hip is not None,
+                    reason="this torch build has CUDA (or ROCm)")
+def test_device_cuda_on_a_cpu_only_torch(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--device cuda` on a CPU-only torch says CUDA is not available in this torch build."""
+    assert main(["demo", "--no-progress", "--device", "cuda"]) == 2
+    captured = capsys.readouterr()
+    assert "--device 'cuda': CUDA is not available in this torch build" in _one_line_error(captured.err)
+    assert captured.out == ""
+
+
+def test_device_cuda_without_a_visible_gpu(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """On a CUDA build with no visible GPU, `--device cuda` says no CUDA device is visible."""
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["demo", "--no-progress", "--device", "cuda"]) == 2
+    assert "--device 'cuda': no CUDA device is visible" in _one_line_error(capsys.readouterr().err)
+
+
+def test_device_index_beyond_the_gpus(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--device cuda:3` on a machine with one GPU names the devices there are."""
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert main(["demo", "--no-progress", "--device", "cuda:3"]) == 2
+    assert "--device 'cuda:3': this machine has 1 CUDA device (cuda:0)" in _one_line_error(capsys.readouterr().err)
+
+
+def test_device_mps_where_unavailable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--device mps` where MPS is unavailable gets one short line, not torch's dispatcher listing."""
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert main(["demo", "--no-progress", "--device", "mps"]) == 2
+    err = _one_line_error(capsys.readouterr().err)
+    assert "--device 'mps': MPS is not available" in err and len(err) < 200
+
+
+def test_plot_without_matplotlib_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """--plot without matplotlib is refused up front, not after all the training."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["demo", "--no-progress", "--plot", str(tmp_path / "demo.png")]) == 2
+    captured = capsys.readouterr()
+    assert "--plot needs matplotlib (pip install 'hierloss[plot]')" in _one_line_error(captured.err)
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("missing/demo.png", "does not exist"),
+        ("demo.xyz", "unsupported format 'xyz'"),
+        ("demo", "give the file an extension"),
+    ],
+)
+def test_bad_plot_path_fails_before_training(tmp_path: Path, target: str, message: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A --plot file in a missing directory, of an unknown format or without extension is refused up front."""
+    pytest.importorskip("matplotlib")
+    assert main(["demo", "--no-progress", "--plot", str(tmp_path / target)]) == 2
+    captured = capsys.readouterr()
+    assert message in _one_line_error(captured.err)
+    assert captured.out == ""
+
+
+def test_console_script_bad_dropout() -> None:
+    """The installed `hierloss` script: `--dropout 1.5` is one stderr line and exit code 2, no traceback."""
+    script = Path(sys.executable).with_name("hierloss")
+    if not script.exists():
+        pytest.skip(f"no console script at {script}")
+    proc = subprocess.run([str(script), "demo", "--dropout", "1.5"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "--dropout must be in [0, 1), got 1.5" in _one_line_error(proc.stderr)

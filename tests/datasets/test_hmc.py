@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +136,125 @@ def test_missing_split_files(tmp_path: Path) -> None:
     (tmp_path / "x.train.arff").write_text("@ATTRIBUTE a numeric\n@ATTRIBUTE class hierarchical 1\n@DATA\n1,1\n")
     with pytest.raises(ValueError, match=r"expected a train and a test \.arff file, found \['x\.train\.arff'\]"):
         load_hmc(tmp_path)
+
+
+_HEADER = "@RELATION t\n@ATTRIBUTE a numeric\n@ATTRIBUTE b numeric\n@ATTRIBUTE class hierarchical 1,1/1,2\n@DATA\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("inf", r"value 'inf' is not finite"),
+        ("-inf", r"value '-inf' is not finite"),
+        ("Infinity", r"value 'Infinity' is not finite"),
+        ("nan", r"value 'nan' is not finite"),
+        ("1e400", r"value '1e400' is not finite"),
+        ("1e39", r"value '1e39' is outside float32's range"),
+        ("-3.5e38", r"value '-3.5e38' is outside float32's range"),
+    ],
+)
+def test_non_finite_feature_is_refused(tmp_path: Path, value: str, message: str) -> None:
+    """An infinite, NaN or float32-overflowing feature value raises naming the file, the line and the attribute."""
+    path = tmp_path / "bad.arff"
+    path.write_text(_HEADER + f"1,2,1/1\n3,{value},2\n")
+    with pytest.raises(ValueError, match=rf"bad\.arff: line 7: attribute 'b': {message}"):
+        load_hmc_arff(path)
+
+
+def test_load_hmc_refuses_a_non_finite_value_in_any_split(tmp_path: Path) -> None:
+    """One `inf` in the test split stops load_hmc instead of turning a whole column into -inf/NaN everywhere."""
+    (tmp_path / "d.train.arff").write_text(_HEADER + "1,2,1/1\n3,4,2\n")
+    (tmp_path / "d.test.arff").write_text(_HEADER + "1,2,1/1\n% a comment\ninf,4,2\n")
+    with pytest.raises(ValueError, match=r"d\.test\.arff: line 8: attribute 'a': value 'inf' is not finite"):
+        load_hmc(tmp_path / "d")
+
+
+def test_largest_float32_is_accepted(tmp_path: Path) -> None:
+    """float32's largest finite value is kept as it is: only values beyond it are refused."""
+    top = float(np.finfo(np.float32).max)
+    path = tmp_path / "ok.arff"
+    path.write_text(_HEADER + f"{top!r},-{top!r},1/1\n")
+    np.testing.assert_array_equal(load_hmc_arff(path).X, np.array([[top, -top]], dtype=np.float32))
+
+
+def test_gzipped_arff_reads_like_the_plain_file(tmp_path: Path) -> None:
+    """`.arff.gz` files are read transparently, by load_hmc_arff and by load_hmc's split search."""
+    train = _HEADER + "1,2,1/1\n3,?,2\n5,6,1\n"
+    test = _HEADER + "?,2,2\n7,8,1/1@2\n"
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    plain.mkdir()
+    packed.mkdir()
+    (plain / "d.train.arff").write_text(train)
+    (plain / "d.test.arff").write_text(test)
+    (packed / "d.train.arff.gz").write_bytes(gzip.compress(train.encode()))
+    (packed / "d.test.arff.gz").write_bytes(gzip.compress(test.encode()))
+    raw = load_hmc_arff(packed / "d.train.arff.gz")
+    want = load_hmc_arff(plain / "d.train.arff")
+    np.testing.assert_array_equal(raw.X, want.X)
+    np.testing.assert_array_equal(raw.Y, want.Y)
+    for got, ref in ((load_hmc(packed), load_hmc(plain)), (load_hmc(packed / "d"), load_hmc(plain / "d"))):
+        assert got.hierarchy == ref.hierarchy and got.valid is None
+        np.testing.assert_array_equal(got.train.X, ref.train.X)
+        np.testing.assert_array_equal(got.test.X, ref.test.X)
+        np.testing.assert_array_equal(got.test.Y, ref.test.Y)
+
+
+def test_gzipped_arff_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    """A bad row in a gzip'ed file names the .gz file and the line of the decompressed text; a corrupt one is named."""
+    path = tmp_path / "bad.arff.gz"
+    path.write_bytes(gzip.compress((_HEADER + "1,2,1/1\nx,2,2\n").encode()))
+    with pytest.raises(ValueError, match=r"bad\.arff\.gz: line 7: attribute 'a': cannot parse 'x' as a number"):
+        load_hmc_arff(path)
+    path.write_bytes(gzip.compress(_HEADER.encode())[:-6])
+    with pytest.raises(ValueError, match=r"bad\.arff\.gz: not a valid gzip file"):
+        load_hmc_arff(path)
+
+
+def test_plain_and_gzipped_copies_of_one_split_are_ambiguous(tmp_path: Path) -> None:
+    """load_hmc refuses to guess between `d.train.arff` and `d.train.arff.gz` and names both."""
+    (tmp_path / "d.train.arff").write_text(_HEADER + "1,2,1/1\n")
+    (tmp_path / "d.train.arff.gz").write_bytes(gzip.compress((_HEADER + "1,2,1/1\n").encode()))
+    (tmp_path / "d.test.arff").write_text(_HEADER + "1,2,1/1\n")
+    with pytest.raises(ValueError, match=r"several train files: \['d\.train\.arff', 'd\.train\.arff\.gz'\]"):
+        load_hmc(tmp_path)
+
+
+def test_non_utf8_byte_names_file_and_line(tmp_path: Path) -> None:
+    """A latin-1 byte raises a ValueError naming the file, the 1-based line and the byte."""
+    path = tmp_path / "latin.arff"
+    path.write_bytes((_HEADER + "1,2,1/1\n% caf\xe9\n3,4,2\n").encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.arff: line 7: byte 0xe9 is not valid UTF-8"):
+        load_hmc_arff(path)
+
+
+def test_line_numbers_count_only_newlines(tmp_path: Path) -> None:
+    """A form feed or vertical tab inside a comment does not shift the reported line numbers."""
+    path = tmp_path / "ff.arff"
+    path.write_text(_HEADER + "% page\x0cbreak\x0b here\n1,x,1/1\n")
+    with pytest.raises(ValueError, match=r"ff\.arff: line 7: attribute 'b': cannot parse 'x'"):
+        load_hmc_arff(path)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("root/A,A/B,B/C,C/A", r"line 2: the hierarchy has a cycle: 'A' → 'B' → 'C' → 'A'"),
+        ("root/A,A/B,root/C,A/B", r"line 2: the pair 'A/B' is listed twice"),
+        ("root/A,root/A", r"line 2: the pair 'root/A' is listed twice"),
+        ("root/A,A/A", r"line 2: edge \('A', 'A'\) is a self-loop"),
+        ("root/A,A/root", r"line 2: 'root' cannot be a child"),
+        ("1,1/1,2,1/1", r"line 2: the label '1/1' is listed twice"),
+    ],
+)
+def test_broken_hierarchy_header_names_file_and_line(tmp_path: Path, spec: str, message: str) -> None:
+    """A cycle, a duplicate pair or label, a self-loop or a child 'root' in the class header names the file and line."""
+    path = tmp_path / "go.arff"
+    path.write_text(f"@ATTRIBUTE a numeric\n@ATTRIBUTE class hierarchical {spec}\n@DATA\n")
+    with pytest.raises(ValueError, match=rf"go\.arff: {message}"):
+        load_hmc_arff(path)
+
+
+def test_missing_folder_is_named(tmp_path: Path) -> None:
+    """The folder of a dataset prefix that does not exist is named as such."""
+    with pytest.raises(ValueError, match=r"d: the folder .*nope does not exist"):
+        load_hmc(tmp_path / "nope" / "d")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from hierloss.cli._errors import CommandError, one_line
 
 __all__ = ["add_parser", "format_table", "run"]
 
@@ -48,12 +51,14 @@ def add_parser(subparsers: Any) -> None:
                              f"{', '.join(DEFAULT_LOSSES)})")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs per loss (default 30)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, > 0 (default 1e-3)")
     parser.add_argument("--hidden", type=int, default=256, help="hidden units of the 3-layer MLP (default 256)")
-    parser.add_argument("--dropout", type=float, default=0.3, help="dropout after each hidden layer (default 0.3)")
+    parser.add_argument("--dropout", type=float, default=0.3,
+                        help="dropout after each hidden layer, in [0, 1) (default 0.3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the initial weights and the batches")
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... or 'auto' (default)")
-    parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="save a comparison figure")
+    parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                        help="save a comparison figure (needs matplotlib; any format it writes: .png, .pdf, .svg, ...)")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     parser.set_defaults(func=run)
@@ -154,42 +159,105 @@ def _plot(results: Sequence[Any], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the sub-command; returns the exit code (2 with a message on bad input)."""
+def _check_numbers(args: argparse.Namespace) -> None:
+    for name in ("epochs", "batch_size", "hidden", "samples"):
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise CommandError(f"--lr must be a positive finite number, got {args.lr:g}")
+    if not 0 <= args.dropout < 1:  # False for NaN too
+        raise CommandError(f"--dropout must be in [0, 1), got {args.dropout:g}")
+    if not 0 <= args.seed < 2**63:
+        raise CommandError(f"--seed must be in [0, 2**63), got {args.seed}")
+
+
+def _resolve_device(spec: str) -> str:
+    """The device to train on; refuses one this torch build or machine cannot use, before any work is done."""
     import torch
 
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise CommandError(f"--device {spec!r}: {err}") from None
+    if device.type == "cuda":
+        if torch.version.cuda is None and torch.version.hip is None:  # a CPU-only build
+            raise CommandError(f"--device {spec!r}: CUDA is not available in this torch build (torch "
+                               f"{torch.__version__} was built without CUDA); use --device cpu, or install a CUDA "
+                               "build of torch")
+        if not torch.cuda.is_available():
+            raise CommandError(f"--device {spec!r}: no CUDA device is visible (torch.cuda.is_available() is False; "
+                               "check the driver and CUDA_VISIBLE_DEVICES), use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            names = ", ".join(f"cuda:{i}" for i in range(count))
+            raise CommandError(f"--device {spec!r}: this machine has {count} CUDA device{'s' * (count != 1)} "
+                               f"({names})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise CommandError(f"--device {spec!r}: MPS is not available (it needs an Apple-silicon Mac and a torch "
+                           "build with MPS); use --device cpu")
+    elif device.type != "cpu":
+        try:  # xpu, meta, ...: can a tensor live there and come back?
+            torch.zeros(1, device=device).add(1).cpu()
+        except (RuntimeError, AssertionError, NotImplementedError, ValueError) as err:
+            raise CommandError(f"--device {spec!r}: {_first_sentence(err)}") from None
+    return spec
+
+
+def _first_sentence(err: BaseException) -> str:
+    """A torch error's first sentence: its dispatcher messages run to thousands of characters."""
+    text = one_line(err)
+    end = text.find(". ")
+    return text if end < 0 else text[:end + 1]
+
+
+def _check_plot(path: Path) -> None:
+    """Refuse a ``--plot`` file that could not be written, before the training."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except ImportError:
+        raise CommandError("--plot needs matplotlib (pip install 'hierloss[plot]')") from None
+    if path.is_dir():
+        raise CommandError(f"--plot {str(path)!r} is a directory; name an image file such as demo.png")
+    if not path.parent.is_dir():
+        raise CommandError(f"--plot {str(path)!r}: the directory {str(path.parent)!r} does not exist")
+    fmt = path.suffix[1:].lower()
+    if not fmt:
+        raise CommandError(f"--plot {str(path)!r}: give the file an extension, e.g. {path.name}.png")
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if fmt not in formats:
+        raise CommandError(f"--plot {str(path)!r}: unsupported format {fmt!r}; matplotlib writes "
+                           f"{', '.join(sorted(formats))}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sub-command; returns 0, or raises ``CommandError`` on a mistake (``main`` prints it, exits 2).
+
+    Every argument is checked before any data is loaded or any model trained.
+    """
     from hierloss.datasets import load_hmc, make_hierarchical_classification
     from hierloss.experiments import TrainConfig, compare_losses
 
-    for name in ("epochs", "batch_size", "hidden", "samples"):
-        if getattr(args, name) < 1:
-            print(f"hierloss demo: error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}",
-                  file=sys.stderr)
-            return 2
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    try:
-        torch.device(device)
-    except RuntimeError as err:
-        print(f"hierloss demo: error: --device {args.device!r}: {err}", file=sys.stderr)
-        return 2
+    _check_numbers(args)
+    device = _resolve_device(args.device)
+    if args.plot is not None:
+        _check_plot(args.plot)
     if args.data is not None:
         try:
             splits = load_hmc(args.data, merge_valid=True)
         except (OSError, ValueError) as err:
-            print(f"hierloss demo: error: {err}", file=sys.stderr)
-            return 2
+            raise CommandError(str(err)) from None
         h = splits.hierarchy
         X_train, Y_train, X_test, Y_test = splits.train.X, splits.train.Y, splits.test.X, splits.test.Y
         source = f"{args.data} (train + valid / test)"
     else:
+        cut = (2 * args.samples) // 3
+        if cut < 1 or cut >= args.samples:
+            raise CommandError(f"--samples {args.samples} leaves an empty train or test split")
         data = make_hierarchical_classification(args.samples, 32, depth=4, branching=3, dag=not args.tree,
                                                 random_state=args.seed)
         h = data.hierarchy
-        cut = (2 * args.samples) // 3
-        if cut < 1 or cut >= args.samples:
-            print(f"hierloss demo: error: --samples {args.samples} leaves an empty train or test split",
-                  file=sys.stderr)
-            return 2
         X_train, Y_train, X_test, Y_test = data.X[:cut], data.Y[:cut], data.X[cut:], data.Y[cut:]
         source = f"synthetic {'tree' if args.tree else 'DAG'} (make_hierarchical_classification, seed {args.seed})"
     multi = sum(len(h.parents(label)) > 1 for label in h.labels)
@@ -208,8 +276,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         try:
             _plot(results, args.plot, f"hierloss demo: {source}")
-        except ImportError:
-            print("hierloss demo: error: --plot needs matplotlib (pip install 'hierloss[plot]')", file=sys.stderr)
-            return 2
+        except OSError as err:
+            raise CommandError(f"cannot write {str(args.plot)!r}: {err.strerror or err}") from None
         print(f"wrote {args.plot}")
     return 0

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from hierloss.cli._errors import CommandError
+
+if TYPE_CHECKING:
+    from hierloss.hierarchy import Hierarchy
 
 __all__ = ["add_parser", "run"]
+
+#: Hierarchies ``--hierarchy`` knows by name.
+_KNOWN_HIERARCHIES: tuple[str, ...] = ("chexpert",)
 
 _HELP = """Estimate per-edge penalties from LABELS.csv (one column per label, 0/1; -1 = uncertain, blank = missing).
 
@@ -49,6 +58,23 @@ def _kleene_any(block: Any) -> Any:
     return np.where(positive, 1.0, np.where(unknown, np.nan, 0.0))
 
 
+def _numeric(frame: Any, columns: list[str]) -> Any:
+    """The columns as a float64 array (blank = NaN); a non-numeric cell raises naming its column and row."""
+    import numpy as np
+    import pandas as pd
+
+    out = np.empty((len(frame), len(columns)), dtype=np.float64)
+    for j, name in enumerate(columns):
+        column = frame[name]
+        values = pd.to_numeric(column, errors="coerce")
+        bad = (values.isna() & column.notna()).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"column {name!r} holds the non-numeric value {column.iloc[row]!r} (data row {row + 1})")
+        out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
 def _derive_chexpert(frame: Any, uncertain: str | None, with_uncertain: bool) -> Any:
     import numpy as np
 
@@ -58,7 +84,7 @@ def _derive_chexpert(frame: Any, uncertain: str | None, with_uncertain: bool) ->
     missing = [c for c in obs if c not in frame.columns]
     if missing:
         raise ValueError(f"--hierarchy chexpert: the CSV lacks the observation columns {missing!r}")
-    values = frame[obs].to_numpy(dtype=np.float64, na_value=np.nan)
+    values = _numeric(frame, obs)
     unsure = np.isnan(values) | (values == -1)
     if uncertain is None and unsure.any():
         col = int(np.flatnonzero(unsure.any(axis=0))[0])
@@ -84,40 +110,87 @@ def _derive_chexpert(frame: Any, uncertain: str | None, with_uncertain: bool) ->
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the sub-command; returns the exit code (2 with a message on bad input)."""
-    import pandas as pd
-
+def _load_hierarchy(spec: str, with_uncertain: bool) -> Hierarchy:
+    """The hierarchy ``--hierarchy`` names: a known one, or a JSON file written by ``Hierarchy.to_json()``."""
     from hierloss.hierarchies import chexpert
     from hierloss.hierarchy import Hierarchy
+
+    if spec == "chexpert":
+        return chexpert(uncertain=with_uncertain)
+    if not with_uncertain:
+        raise CommandError("--no-uncertain-label only applies to --hierarchy chexpert")
+    path = Path(spec)
+    if not path.exists():
+        close = difflib.get_close_matches(spec.lower(), _KNOWN_HIERARCHIES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise CommandError(f"--hierarchy {spec!r} is neither a known hierarchy ({', '.join(_KNOWN_HIERARCHIES)}) "
+                           f"nor a file{hint}")
+    if path.is_dir():
+        raise CommandError(f"--hierarchy {spec!r} is a directory, not a hierarchy JSON file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise CommandError(f"--hierarchy {path}: cannot read the file as UTF-8 ({err.reason} at byte "
+                           f"{err.start})") from None
+    except OSError as err:
+        raise CommandError(f"--hierarchy {path}: cannot read the file ({err.strerror or err})") from None
+    try:
+        return Hierarchy.from_json(text)
+    except (ValueError, TypeError) as err:
+        raise CommandError(f"--hierarchy {path}: {err}") from None
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be written before any work is done."""
+    if out.is_dir():
+        raise CommandError(f"--out {str(out)!r} is a directory; name a .csv or .json file")
+    if not out.parent.is_dir():
+        raise CommandError(f"--out {str(out)!r}: the directory {str(out.parent)!r} does not exist")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sub-command; returns 0, or raises ``CommandError`` on a mistake (``main`` prints it, exits 2)."""
+    import pandas as pd
+
     from hierloss.penalties import BetaPenalty, ConditionalPenalty, FixedPenalty, PenaltyEstimator
 
+    if args.out is not None:
+        _check_out(args.out)
+    hierarchy = _load_hierarchy(args.hierarchy, not args.no_uncertain_label)
+    estimator: PenaltyEstimator
     try:
-        frame = pd.read_csv(args.labels)
-        if args.hierarchy == "chexpert":
-            hierarchy = chexpert(uncertain=not args.no_uncertain_label)
-            if any(lab not in frame.columns for lab in hierarchy.labels):
-                frame = _derive_chexpert(frame, args.uncertain, not args.no_uncertain_label)
-        else:
-            hierarchy = Hierarchy.from_json(Path(args.hierarchy).read_text())
-        estimator: PenaltyEstimator
         if args.estimator == "conditional":
             estimator = ConditionalPenalty(args.smoothing)
         elif args.estimator == "beta":
             estimator = BetaPenalty(args.strength)
         else:
             estimator = FixedPenalty(args.value)
+    except (ValueError, TypeError) as err:
+        option = {"conditional": "smoothing", "beta": "strength", "fixed": "value"}[args.estimator]
+        raise CommandError(f"--{option}: {err}") from None
+    if not args.labels.exists():
+        raise CommandError(f"labels file {str(args.labels)!r} does not exist")
+    try:
+        frame = pd.read_csv(args.labels)
+    except (OSError, ValueError) as err:  # pandas' parser errors are ValueErrors
+        raise CommandError(f"{args.labels}: {err}") from None
+    try:
+        if args.hierarchy == "chexpert" and any(lab not in frame.columns for lab in hierarchy.labels):
+            frame = _derive_chexpert(frame, args.uncertain, not args.no_uncertain_label)
         penalties = estimator.fit(hierarchy, frame, uncertain=args.uncertain)
-    except (OSError, ValueError) as err:
-        print(f"hierloss penalties: error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, TypeError) as err:
+        raise CommandError(f"{args.labels}: {err}") from None
     table = penalties.table()
+    if args.out is not None:
+        try:
+            if args.out.suffix.lower() == ".json":
+                args.out.write_text(json.dumps(penalties.to_dict(), indent=2))
+            else:
+                table.to_csv(args.out, index=False)
+        except OSError as err:
+            raise CommandError(f"cannot write {str(args.out)!r}: {err.strerror or err}") from None
     with pd.option_context("display.max_rows", None, "display.width", 200):
         print(table.to_string(index=False))
     if args.out is not None:
-        if args.out.suffix.lower() == ".json":
-            args.out.write_text(json.dumps(penalties.to_dict(), indent=2))
-        else:
-            table.to_csv(args.out, index=False)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0

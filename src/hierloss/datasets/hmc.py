@@ -3,13 +3,15 @@
 These are the FunCat / Gene Ontology yeast datasets and the enron, imclef07a and diatoms trees of Vens et al.
 (2008), as redistributed with C-HMCNN. A file holds ``@ATTRIBUTE`` lines (numeric or nominal ``{a,b}``), one
 ``@ATTRIBUTE class hierarchical ...`` line, then ``@DATA`` rows whose last field lists the row's labels joined
-by ``@``.
+by ``@``. A file may be gzip-compressed (``.arff.gz``); text must be UTF-8 (ASCII is UTF-8).
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from hierloss.hierarchy import Hierarchy
 __all__ = ["HMCData", "HMCSplits", "load_hmc", "load_hmc_arff"]
 
 _ROOT = "root"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_SUFFIXES = (".arff", ".arff.gz")
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,51 +57,83 @@ def _error(path: Path, line: int, message: str) -> ValueError:
     return ValueError(f"{path}: line {line}: {message}")
 
 
+def _read_text(path: Path) -> str:
+    """The file's text, gunzipped when it starts with gzip's magic bytes; newlines normalised to ``\\n``."""
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(f"{path}: not a valid gzip file ({err})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
+        raise _error(path, line, f"byte {data[err.start]:#04x} is not valid UTF-8; the file must be UTF-8 or "
+                                 "ASCII (re-encode it, e.g. `iconv -f latin1 -t utf-8`)") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _parse_hierarchy(path: Path, line: int, spec: str) -> Hierarchy:
     entries = [e.strip() for e in spec.split(",") if e.strip()]
     if not entries:
         raise _error(path, line, "the hierarchical class attribute lists no labels")
-    if any(e.split("/", 1)[0] == _ROOT for e in entries):  # GO style: parent/child pairs
+    go_style = any(e.split("/", 1)[0] == _ROOT for e in entries)  # GO: parent/child pairs; FunCat: full paths
+    seen: set[str] = set()
+    for e in entries:
+        if e in seen:
+            kind = "pair" if go_style else "label"
+            raise _error(path, line, f"the {kind} {e!r} is listed twice in the hierarchical class attribute")
+        seen.add(e)
+    labels: list[str]
+    edges: list[tuple[str, str]] = []
+    if go_style:
         nodes: dict[str, None] = {}
-        edges: list[tuple[str, str]] = []
         for e in entries:
             parts = e.split("/")
             if len(parts) != 2 or not all(parts):
                 raise _error(path, line, f"expected a 'parent/child' pair in the GO hierarchy, got {e!r}")
             parent, child = parts
+            if child == _ROOT:
+                raise _error(path, line, f"{_ROOT!r} cannot be a child, got the pair {e!r}")
             for name in (parent, child):
                 if name != _ROOT:
                     nodes.setdefault(name, None)
             if parent != _ROOT:
                 edges.append((parent, child))
-        return Hierarchy(list(nodes), edges)
-    # FunCat style: full paths; node identity is the full path.
-    known = dict.fromkeys(entries)
-    path_edges = []
-    for e in entries:
-        if "/" in e:
-            parent = e.rsplit("/", 1)[0]
-            if parent not in known:
-                raise _error(path, line, f"label {e!r} has no parent {parent!r} in the hierarchy")
-            path_edges.append((parent, e))
-    return Hierarchy(list(known), path_edges)
+        labels = list(nodes)
+    else:  # node identity is the full path
+        labels = entries
+        for e in entries:
+            if "/" in e:
+                parent = e.rsplit("/", 1)[0]
+                if parent not in seen:
+                    raise _error(path, line, f"label {e!r} has no parent {parent!r} in the hierarchy")
+                edges.append((parent, e))
+    try:
+        return Hierarchy(labels, edges)
+    except ValueError as err:  # a cycle or a self-loop, named by Hierarchy
+        raise _error(path, line, str(err)) from None
 
 
 def load_hmc_arff(path: str | Path) -> HMCData:
     """Read one Clus HMC ARFF file.
 
     Args:
-        path: the ``.arff`` file.
+        path: the ``.arff`` file, or a gzip-compressed ``.arff.gz`` (recognised by its content). UTF-8 text.
 
     Returns:
         :class:`HMCData` with raw features (NaN for ``?``) and ancestor-closed labels.
 
     Raises:
-        ValueError: naming the file, the 1-based line number and what is wrong: a missing ``@DATA`` or class
-            attribute, a wrong field count, an unknown label, an unparseable number or nominal value.
+        ValueError: naming the file, the 1-based line number and what is wrong: a byte that is not UTF-8, a
+            missing ``@DATA`` or class attribute, a cycle, self-loop or repeated entry in the hierarchy, a wrong
+            field count, an unknown label, an unparseable number or nominal value, a value that is not finite
+            (``inf``, ``nan``: write ``?`` for a missing value) or beyond float32's range. Also a corrupt gzip
+            file (naming the file).
     """
     path = Path(path)
-    lines = path.read_text().splitlines()
+    lines = _read_text(path).split("\n")
     names: list[str] = []
     kinds: list[list[str] | None] = []  # None = numeric, else the nominal values
     hierarchy: Hierarchy | None = None
@@ -180,10 +216,17 @@ def _parse_features(path: Path, feature_text: list[str], row_lines: list[int], n
         missing = (col == "?").to_numpy()
         if kind is None:
             values = pd.to_numeric(col.where(~missing), errors="coerce").to_numpy(dtype=np.float64)
-            bad = np.isnan(values) & ~missing
+            bad = ~(np.abs(values) <= _FLOAT32_MAX) & ~missing  # NaN compares False: caught here too
             if bad.any():
                 r = int(np.flatnonzero(bad)[0])
-                raise _error(path, row_lines[r], f"attribute {name!r}: cannot parse {col.iloc[r]!r} as a number")
+                text = col.iloc[r]
+                if np.isnan(values[r]) and text.lower().lstrip("+-") != "nan":
+                    problem = f"cannot parse {text!r} as a number"
+                elif np.isfinite(values[r]):
+                    problem = f"value {text!r} is outside float32's range (±{_FLOAT32_MAX:.8g})"
+                else:
+                    problem = f"value {text!r} is not finite (write '?' for a missing value)"
+                raise _error(path, row_lines[r], f"attribute {name!r}: {problem}")
             blocks.append(values[:, None])
             feature_names.append(name)
         else:
@@ -200,15 +243,26 @@ def _parse_features(path: Path, feature_text: list[str], row_lines: list[int], n
     return np.hstack(blocks).astype(np.float32), tuple(feature_names)
 
 
+def _arff_files(directory: Path) -> list[Path]:
+    return sorted(f for f in directory.iterdir() if f.name.lower().endswith(_SUFFIXES) and f.is_file())
+
+
 def _find_split(directory: Path, prefix: str, words: tuple[str, ...]) -> Path | None:
-    for file in sorted(directory.glob("*.arff")):
-        stem = file.name[:-5].lower()
+    found: dict[str, list[Path]] = {}
+    for file in _arff_files(directory):
+        name = file.name.lower()
+        stem = name[: -len(".arff.gz")] if name.endswith(".gz") else name[: -len(".arff")]
         if not stem.startswith(prefix.lower()):
             continue
         tail = re.split(r"[._]", stem)[-1]
         if tail in words:
-            return file
-    return None
+            found.setdefault(tail, []).append(file)
+    for tail, files in found.items():
+        if len(files) > 1:
+            raise ValueError(f"{directory / prefix}: several {tail} files: {[f.name for f in files]}; keep one, or "
+                             "pass a path prefix that selects one dataset")
+    matches = sorted(files[0] for files in found.values())
+    return matches[0] if matches else None
 
 
 def load_hmc(directory_or_prefix: str | Path, standardize: bool = True, merge_valid: bool = False) -> HMCSplits:
@@ -224,21 +278,27 @@ def load_hmc(directory_or_prefix: str | Path, standardize: bool = True, merge_va
     Args:
         directory_or_prefix: a dataset folder (e.g. ``../shared/data/hmc/eisen_FUN``) or a path prefix such as
             ``.../eisen_FUN/eisen_FUN``. Recognised names: ``*.train.arff``, ``*.valid.arff``, ``*.test.arff`` and
-            ``*_train.arff``, ``*_trainvalid.arff``, ``*_test.arff`` (any case).
+            ``*_train.arff``, ``*_trainvalid.arff``, ``*_test.arff`` (any case), each also gzip-compressed as
+            ``*.arff.gz``.
         standardize: standardise features after imputation.
         merge_valid: train on train + valid (see above); a dataset without a valid split is unaffected.
 
     Raises:
-        ValueError: if the train or test file is missing, or the splits disagree on features or hierarchy.
+        ValueError: if the folder does not exist, the train or test file is missing, a split has several files
+            (``d.train.arff`` and ``d.train.arff.gz``), the splits disagree on features or hierarchy, or a file is
+            malformed (see :func:`load_hmc_arff`; a value that is not finite is refused there, so it cannot spread
+            through imputation and standardisation).
     """
     target = Path(directory_or_prefix)
     directory, prefix = (target, "") if target.is_dir() else (target.parent, target.name)
+    if not directory.is_dir():
+        raise ValueError(f"{target}: the folder {directory} does not exist")
     train_path = _find_split(directory, prefix, ("train", "trainvalid"))
     test_path = _find_split(directory, prefix, ("test",))
     valid_path = _find_split(directory, prefix, ("valid",))
     if train_path is None or test_path is None:
         raise ValueError(f"{target}: expected a train and a test .arff file, found "
-                         f"{sorted(p.name for p in directory.glob('*.arff'))}")
+                         f"{[p.name for p in _arff_files(directory)]}")
     train = load_hmc_arff(train_path)
     valid = load_hmc_arff(valid_path) if valid_path else None
     test = load_hmc_arff(test_path)

@@ -40,10 +40,12 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hierloss.datasets import load_hmc
-from hierloss.experiments import (
+from hmc_experiments import (
     DEFAULT_LOSSES,
     LOSSES,
+    SKIPPED_LABELS,
     Result,
     TrainConfig,
     compare_losses,
@@ -145,7 +147,8 @@ def run(args: argparse.Namespace) -> None:
             row = {**base, "seed": seed}
             compare_losses(splits.train.X, splits.train.Y, splits.test.X, splits.test.Y, splits.hierarchy,
                            losses=losses, config=replace(config, seed=seed), progress=args.progress,
-                           on_result=lambda r, row=row: _append(args.out, {**row, **r.to_dict(), "where": where}))
+                           on_result=lambda r, row=row: _append(args.out, {**row, **r.to_dict(), "where": where}),
+                           skipped_labels=SKIPPED_LABELS)
 
 
 def _mean_std(values: list[float], digits: int = 3, percent: bool = False) -> str:

@@ -163,9 +163,13 @@ def test_cuda_graph_stacked_training_matches_eager_and_cpu() -> None:
     """Replaying each training step as a CUDA graph (warm-up undone, last smaller batch eager) trains every network
     of the stack to the weights of eager launches and of the CPU run (no dropout, so the runs are comparable)."""
     import dataclasses
+    import sys
+    from pathlib import Path
 
     from hierloss.datasets import make_hierarchical_classification
-    from hierloss.experiments import TrainConfig, train_stacked
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from hmc_experiments import TrainConfig, train_stacked
 
     data = make_hierarchical_classification(203, 10, depth=3, branching=2, dag=True, random_state=0)
     config = TrainConfig(hidden=32, dropout=0.0, lr=1e-3, batch_size=4, epochs=2, device="cuda")

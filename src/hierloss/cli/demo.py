@@ -37,7 +37,7 @@ _COLUMNS: tuple[tuple[str, str, bool, bool], ...] = (
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``demo`` sub-command."""
-    from hierloss.experiments import DEFAULT_LOSSES, LOSSES
+    from hierloss.cli._training import DEFAULT_LOSSES, LOSSES
 
     parser = subparsers.add_parser("demo", help="compare BCE, HBCE, HBCE hard and MCLoss on one table",
                                    description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,7 +76,7 @@ def _symbols(stream: Any) -> dict[str, str]:
 
 def format_table(results: Sequence[Any], markdown: bool = False, color: bool = False,
                  symbols: dict[str, str] | None = None) -> str:
-    """The comparison table of :class:`~hierloss.experiments.Result` rows, with its legend.
+    """The comparison table of :class:`~hierloss.cli._training.Result` rows, with its legend.
 
     The best value of each column is marked ``*`` (bold with ``color``); a violation rate of exactly zero is
     marked with a check (green with ``color``). A coherent row shares its model, so its training time is shown as
@@ -236,8 +236,8 @@ def run(args: argparse.Namespace) -> int:
 
     Every argument is checked before any data is loaded or any model trained.
     """
+    from hierloss.cli._training import TrainConfig, compare_losses
     from hierloss.datasets import load_hmc, make_hierarchical_classification
-    from hierloss.experiments import TrainConfig, compare_losses
 
     _check_numbers(args)
     device = _resolve_device(args.device)

@@ -1,28 +1,17 @@
-"""Tests for hierloss.experiments: the training/evaluation loop behind `hierloss demo` and the HMC benchmark."""
+"""Tests for benchmarks/hmc_experiments.py: the HMC benchmark harness (stacked training, C-HMCNN's protocol)."""
 
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from hierloss.datasets import make_hierarchical_classification
-from hierloss.experiments import (
-    DEFAULT_LOSSES,
-    LOSSES,
-    StackedMLP,
-    TrainConfig,
-    build_criterion,
-    build_mlp,
-    compare_losses,
-    evaluate,
-    score,
-    train,
-    train_stacked,
-)
+from hmc_experiments import SKIPPED_LABELS, StackedMLP, TrainConfig, build_mlp, score, train, train_stacked
 
 CONFIG = TrainConfig(hidden=32, dropout=0.1, lr=1e-3, batch_size=32, epochs=3, seed=0)
 
@@ -30,68 +19,6 @@ CONFIG = TrainConfig(hidden=32, dropout=0.1, lr=1e-3, batch_size=32, epochs=3, s
 @pytest.fixture(scope="module")
 def data():  # type: ignore[no-untyped-def]
     return make_hierarchical_classification(400, 10, depth=3, branching=2, dag=True, random_state=0)
-
-
-def test_evaluate_matches_sklearn_and_naive_counts(data) -> None:  # type: ignore[no-untyped-def]
-    h = data.hierarchy
-    probs = np.random.default_rng(0).random(data.Y.shape).astype(np.float32)
-    got = evaluate(probs, data.Y, h, skipped_labels=(h.labels[0],))
-    keep = list(range(1, h.num_labels))
-    y, p = data.Y[:, keep], probs[:, keep]
-    assert got["auprc"] == pytest.approx(average_precision_score(y.ravel(), p.ravel()), abs=1e-6)
-    present = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
-    assert got["auroc"] == pytest.approx(roc_auc_score(y[:, present], p[:, present], average="weighted"), abs=1e-6)
-    parents, children = h.edge_index.numpy()
-    at_half = ((probs[:, parents] < 0.5) & (probs[:, children] > 0.5)).any(1).mean()
-    anywhere = (probs[:, children] > probs[:, parents]).any(1).mean()
-    assert got["violation_05"] == pytest.approx(at_half)
-    assert got["violation_any"] == pytest.approx(anywhere)
-
-
-def test_hard_mode_trains_exactly_like_bce(data) -> None:  # type: ignore[no-untyped-def]
-    """The reference penalty has zero gradient: same seed, same batches -> the weights of plain BCE, up to float32
-    rounding (hierloss's fused BCE and PyTorch's differ in the last bit); the default penalty moves them."""
-    bce = train("bce", data.X, data.Y, data.hierarchy, CONFIG)
-    hard = train("hbce-hard", data.X, data.Y, data.hierarchy, CONFIG)
-    default = train("hbce", data.X, data.Y, data.hierarchy, CONFIG)
-    hard_gap = max((a - b).abs().max().item() for a, b in zip(bce.model.parameters(), hard.model.parameters(),
-                                                              strict=True))
-    default_gap = max((a - b).abs().max().item() for a, b in zip(bce.model.parameters(),
-                                                                 default.model.parameters(), strict=True))
-    assert hard_gap < 1e-6
-    assert default_gap > 1e-4
-
-
-def test_compare_losses_rows_and_coherent_outputs(data) -> None:  # type: ignore[no-untyped-def]
-    h = data.hierarchy
-    results = compare_losses(data.X[:300], data.Y[:300], data.X[300:], data.Y[300:], h, config=CONFIG)
-    names = [r.name for r in results]
-    assert names == ["BCE", "BCE + coherent", "HBCE", "HBCE + coherent", "HBCE hard", "HBCE hard + coherent",
-                     "MCLoss"]
-    for r in results:
-        assert 0 <= r.auprc <= 1 and 0 <= r.hf1 <= 1 and r.train_s > 0 and r.epochs == CONFIG.epochs
-        if r.output != "raw":  # coherent projection and the max-constraint output never violate an edge
-            assert r.violation_05 == 0 and r.violation_any == 0
-
-
-def test_unknown_loss_and_bad_shapes(data) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ValueError, match="'nope'"):
-        build_criterion("nope", data.hierarchy)
-    with pytest.raises(ValueError, match="'nope'"):
-        compare_losses(data.X, data.Y, data.X, data.Y, data.hierarchy, losses=["bce", "nope"], config=CONFIG)
-    with pytest.raises(ValueError, match="shape"):
-        train("bce", data.X, data.Y[:, :-1], data.hierarchy, CONFIG)
-    assert set(LOSSES) == {"bce", "hbce", "hbce-hard", "mcloss", "hbce-hinge"}
-    assert DEFAULT_LOSSES == ("bce", "hbce", "hbce-hard", "mcloss")
-
-
-def test_named_criteria_are_the_documented_losses(data) -> None:  # type: ignore[no-untyped-def]
-    """'hbce' is HBCELoss's default (the logit hinge at λ = 0.1); 'hbce-hinge' the probability hinge at λ = 1."""
-    from hierloss import HBCELoss
-
-    default, hinge = build_criterion("hbce", data.hierarchy), build_criterion("hbce-hinge", data.hierarchy)
-    assert isinstance(default, HBCELoss) and (default.mode, default.scale) == ("logit_hinge", 0.1)
-    assert isinstance(hinge, HBCELoss) and (hinge.mode, hinge.scale) == ("hinge", 1.0)
 
 
 def _max_gap(a: torch.nn.Module, b: torch.nn.Module) -> float:
@@ -163,3 +90,14 @@ def test_stacked_training_errors_name_the_offender(data) -> None:  # type: ignor
         StackedMLP([build_mlp(4, 3, hidden=5, dropout=0.1), build_mlp(4, 3, hidden=5, dropout=0.5)])
     with pytest.raises(ValueError, match="`mlps` is empty"):
         StackedMLP([])
+
+
+def test_score_leaves_the_gene_ontology_roots_out(data) -> None:  # type: ignore[no-untyped-def]
+    """The harness's score leaves C-HMCNN's three Gene Ontology roots out of AU(PRC), as C-HMCNN does."""
+    assert SKIPPED_LABELS == ("GO0003674", "GO0005575", "GO0008150")
+    config = TrainConfig(hidden=16, dropout=0.0, lr=1e-3, batch_size=32, epochs=1)
+    trained = train("bce", data.X[:300], data.Y[:300], data.hierarchy, config)
+    results = score(trained, data.X[300:], data.Y[300:], with_coherent=False,
+                    skipped_labels=(data.hierarchy.labels[0],))
+    everything = score(trained, data.X[300:], data.Y[300:], with_coherent=False, skipped_labels=())
+    assert results[0].auprc != everything[0].auprc

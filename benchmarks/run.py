@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_dense
 import bench_hbce
+import bench_hierarchy
 import bench_losses
 import bench_memory
 import bench_penalties
@@ -40,7 +41,7 @@ import bench_scaling
 HERE = Path(__file__).resolve().parent
 CASES: list[tuple[str, int]] = []  # --cases: the (hierarchy, N) cases of the 'losses' group (empty: all)
 
-GROUPS = ["losses", "hbce", "dense", "coherent", "memory", "penalties", "scaling"]
+GROUPS = ["losses", "hbce", "dense", "coherent", "memory", "penalties", "scaling", "hierarchy"]
 TITLES = {
     "losses": "Forward+backward time relative to BCEWithLogitsLoss (every loss)",
     "hbce": "HBCELoss modes, and HBCELoss against the per-edge loop (bench_hbce.py)",
@@ -49,6 +50,7 @@ TITLES = {
     "memory": "Peak memory of one forward+backward step (bench_memory.py)",
     "penalties": "Penalty estimation against the reference's per-edge pandas filtering (bench_penalties.py)",
     "scaling": "Scaling: ms per forward+backward step against N and E (bench_scaling.py)",
+    "hierarchy": "Hierarchy at full-Gene-Ontology size: build, propagate, queries, HBCELoss (bench_hierarchy.py)",
 }
 
 
@@ -191,6 +193,7 @@ RUNNERS: dict[str, Callable[[bool, str, str, bool], list[dict[str, Any]]]] = {
     "memory": lambda q, d, t, c: bench_memory.run(quick=q, device=d, dtype=t),
     "penalties": lambda q, d, t, c: bench_penalties.run(quick=q),
     "scaling": lambda q, d, t, c: bench_scaling.run(quick=q, device=d, dtype=t),
+    "hierarchy": lambda q, d, t, c: bench_hierarchy.run(quick=q, device=d),
 }
 
 

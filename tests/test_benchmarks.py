@@ -12,6 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_hierarchy
 import bench_losses
 import hierloss
 import run as suite
@@ -42,6 +43,27 @@ def test_synthetic_dag_rejects_impossible_sizes() -> None:
         synthetic_dag(3, 4, depth=2, roots=1)
     with pytest.raises(ValueError, match=r"roots must be in \[1, num_labels=3\], got 0"):
         synthetic_dag(3, 1, roots=0)
+
+
+def test_random_dag_edges_has_the_requested_size_and_depth() -> None:
+    """bench_hierarchy's generator gives exactly C labels and E distinct edges, 3 roots and longest path = depth."""
+    names, edges = bench_hierarchy.random_dag_edges(500, 1000, depth=6, seed=2)
+    h = Hierarchy(names, edges)
+    assert (h.num_labels, h.num_edges, len(h.roots), max(h.depths)) == (500, 1000, 3, 6)
+    assert len(set(edges)) == 1000
+
+
+def test_hierarchy_group_reports_every_operation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 'hierarchy' group (at a tiny size) reports time and peak memory of every operation on both shapes."""
+    monkeypatch.setattr(bench_hierarchy, "CASES_QUICK", (("random DAG", 60, 120), ("star", 60, 59)))
+    rows = suite.RUNNERS["hierarchy"](True, "cpu", "fp32", False)
+    operations = ["build", "propagate (first)", "propagate (again)", "ancestors (deepest label)",
+                  "descendants (a root)", "ancestor_matrix(sparse=True)", "HBCELoss(h)", "HBCELoss step",
+                  "BCEWithLogitsLoss step"]
+    for case in ("random DAG C=60 E=120", "star C=60 E=59"):
+        assert [r["case"] for r in rows if r["metric"] == "seconds" and r["case"].startswith(case)] == [
+            f"{case} {op}" for op in operations]
+    assert all(r["group"] == "hierarchy" and r["value"] >= 0 for r in rows)
 
 
 def test_dense_constr_out_equals_coherent_max() -> None:

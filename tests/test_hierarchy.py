@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
+import tracemalloc
+from collections.abc import Callable, Iterable
 
 import networkx as nx
 import numpy as np
@@ -217,6 +220,82 @@ def test_topological_order(dag: Hierarchy) -> None:
     assert all(pos[p] < pos[c] for p, c in dag.edges)
 
 
+def test_topological_order_breaks_ties_by_column_index() -> None:
+    """Among labels whose parents are all placed, the lowest column comes first (networkx's lexicographic order)."""
+    h = Hierarchy(["z", "b", "a", "c", "iso"], [("c", "a"), ("z", "b"), ("c", "b")])
+    assert h.topological_order == ("z", "c", "b", "a", "iso")
+
+
+def test_ancestor_matrix_sparse(dag: Hierarchy) -> None:
+    """ancestor_matrix(sparse=True) is a coalesced bool COO tensor holding exactly the dense matrix's True entries."""
+    s = dag.ancestor_matrix(sparse=True)
+    assert s.layout == torch.sparse_coo and s.is_coalesced() and s.dtype == torch.bool and s.shape == (6, 6)
+    g = _graph(dag)
+    want = sorted((dag.index(d), dag.index(a)) for d in dag.labels for a in nx.ancestors(g, d))
+    assert [tuple(ij) for ij in s.indices().t().tolist()] == want
+    assert bool(s.values().all())
+
+
+def test_ancestor_matrix_sparse_without_edges() -> None:
+    """A hierarchy without edges has an empty (C, C) sparse ancestor matrix."""
+    s = Hierarchy(["a", "b", "c"]).ancestor_matrix(sparse=True)
+    assert s.shape == (3, 3) and s.indices().shape == (2, 0) and s.dtype == torch.bool
+
+
+def test_closure_size_and_order() -> None:
+    """closure() keeps the labels and holds one edge per (ancestor, descendant) pair, in canonical order."""
+    h = Hierarchy.from_edges([("c", "b"), ("b", "a"), ("c", "d")], labels=["a", "b", "c", "d"])
+    assert h.closure().edges == (("b", "a"), ("c", "a"), ("c", "b"), ("c", "d"))
+    assert h.closure().closure() == h.closure()
+
+
+def _traced_peak(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated (as tracemalloc sees Python and NumPy allocations) while fn() runs."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("shape", ["star", "chain"])
+def test_queries_on_20k_labels_allocate_no_dense_matrix(shape: str) -> None:
+    """On 20,000 labels, ancestors/descendants (and, on a star, closure and the sparse ancestor matrix) peak far
+    below one dense C x C bool array (400 MB): they walk the graph instead of filling a matrix."""
+    c = 20_000
+    names = [f"n{i}" for i in range(c)]
+    edges = [(names[0], n) for n in names[1:]] if shape == "star" else list(itertools.pairwise(names))
+    h = Hierarchy(names, edges)
+    bound = c * c // 10
+    found: dict[str, int] = {}
+
+    def walk() -> None:
+        found["ancestors"] = len(h.ancestors(names[-1]))
+        found["descendants"] = len(h.descendants(names[0]))
+
+    assert _traced_peak(walk) < bound
+    assert found == {"ancestors": 1 if shape == "star" else c - 1, "descendants": c - 1}
+    if shape == "star":
+
+        def pairs() -> None:
+            found["closure"] = h.closure().num_edges
+            found["sparse"] = h.ancestor_matrix(sparse=True).indices().shape[1]
+
+        assert _traced_peak(pairs) < bound
+        assert found["closure"] == found["sparse"] == c - 1
+
+
+def test_depth_on_a_long_chain() -> None:
+    """A 20,000-label chain builds and answers depth and ancestor queries without recursion limits."""
+    names = [f"n{i}" for i in range(20_000)]
+    h = Hierarchy(names, list(itertools.pairwise(names)))
+    assert h.depth(names[-1]) == 19_999 and h.heights[0] == 19_999
+    assert h.ancestors(names[3]) == tuple(names[:3])
+    assert h.topological_order == tuple(names)
+
+
 # ---------------------------------------------------------------- propagate
 def test_propagate_numpy_matches_naive_loop(dag: Hierarchy) -> None:
     """propagate on a NumPy matrix equals a per-row loop over ancestors and keeps the dtype."""
@@ -263,6 +342,33 @@ def test_propagate_errors(dag: Hierarchy) -> None:
         dag.propagate(pd.DataFrame({lab: [0] for lab in dag.labels[:-1]}))
     with pytest.raises(TypeError, match="got list"):
         dag.propagate([[0] * 6])  # type: ignore[call-overload]
+
+
+def test_propagate_nullable_column_with_missing_values_is_named(dag: Hierarchy) -> None:
+    """A nullable Int64 column holding <NA> is a ValueError naming the column and saying it holds missing values."""
+    frame = pd.DataFrame({lab: pd.array([0, 0, 0], dtype="Int64") for lab in dag.labels})
+    frame["C"] = pd.array([0, None, None], dtype="Int64")
+    with pytest.raises(ValueError, match=r"column 'C' holds missing values \(<NA>\) in 2 of 3 rows"):
+        dag.propagate(frame)
+
+
+def test_propagate_nullable_columns_without_missing_values(dag: Hierarchy) -> None:
+    """Nullable Int64 / boolean columns without <NA> propagate like plain ones and keep their dtypes."""
+    rng = np.random.default_rng(1)
+    y = (rng.random((20, dag.num_labels)) < 0.3).astype(np.int64)
+    frame = pd.DataFrame({lab: pd.array(y[:, j], dtype="Int64") for j, lab in enumerate(dag.labels)})
+    frame["B"] = pd.array(y[:, dag.index("B")].astype(bool), dtype="boolean")
+    out = dag.propagate(frame)
+    assert list(out.dtypes) == list(frame.dtypes)
+    np.testing.assert_array_equal(out.astype("int64").to_numpy(), _naive_propagate(dag, y))
+
+
+def test_propagate_object_column_is_named(dag: Hierarchy) -> None:
+    """A column of strings is a TypeError naming the column and its dtype."""
+    frame = pd.DataFrame({lab: [0, 1] for lab in dag.labels})
+    frame["D"] = pd.Series(["yes", "no"], dtype=object)
+    with pytest.raises(TypeError, match=r"column 'D' has dtype object; propagate expects 0/1 labels"):
+        dag.propagate(frame)
 
 
 # ---------------------------------------------------------------- validation errors
@@ -368,6 +474,43 @@ def test_ancestors_descendants_are_duals(h: Hierarchy) -> None:
     for d in h.labels:
         for a in h.ancestors(d):
             assert d in h.descendants(a)
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_dags())
+def test_structure_matches_networkx_random(h: Hierarchy) -> None:
+    """Ancestors, descendants, both ancestor matrices, the topological order, depths and heights agree with
+    networkx (depth and height as naive recursions over its predecessors / successors)."""
+    g = _graph(h)
+    dense = h.ancestor_matrix()
+    assert torch.equal(h.ancestor_matrix(sparse=True).to_dense(), dense)
+    for i, lab in enumerate(h.labels):
+        assert h.ancestors(lab) == tuple(x for x in h.labels if x in nx.ancestors(g, lab))
+        assert h.descendants(lab) == tuple(x for x in h.labels if x in nx.descendants(g, lab))
+        assert {h.labels[j] for j in torch.nonzero(dense[i]).flatten().tolist()} == nx.ancestors(g, lab)
+    assert h.topological_order == tuple(nx.lexicographical_topological_sort(g, key=h.index))
+
+    def longest(lab: str, step: Callable[[str], Iterable[str]]) -> int:
+        return max((1 + longest(x, step) for x in step(lab)), default=0)
+
+    assert h.depths == tuple(longest(lab, g.predecessors) for lab in h.labels)
+    assert h.heights == tuple(longest(lab, g.successors) for lab in h.labels)
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_dags(), st.data())
+def test_named_cycle_is_a_cycle_of_the_edges(h: Hierarchy, data: st.DataObject) -> None:
+    """Adding a back edge to a DAG makes the constructor name a cycle whose consecutive labels are edges."""
+    pairs = [(a, d) for d in h.labels for a in h.ancestors(d)]
+    if not pairs:
+        return
+    ancestor, descendant = data.draw(st.sampled_from(pairs))
+    edges = [*h.edges, (descendant, ancestor)]
+    with pytest.raises(ValueError, match="the hierarchy has a cycle: ") as info:
+        Hierarchy(h.labels, edges)
+    named = [part.strip("'") for part in str(info.value).split(": ", 1)[1].split(" → ")]
+    assert named[0] == named[-1] and len(set(named)) == len(named) - 1
+    assert all(edge in set(edges) for edge in itertools.pairwise(named))
 
 
 @settings(max_examples=40, deadline=None)

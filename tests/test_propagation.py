@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hierloss import Hierarchy
-from hierloss.propagation import max_over_descendants, min_over_ancestors, propagate_levels
+from hierloss.propagation import PropagationPlan, max_over_descendants, min_over_ancestors, propagate_levels
 from tests.test_hierarchy import random_dags
 
 
@@ -54,6 +54,21 @@ def test_outputs_are_coherent(h: Hierarchy, seed: int) -> None:
     for out in (max_over_descendants(x, h), min_over_ancestors(x, h)):
         for p, c in h.edge_indices:
             assert bool((out[:, p] >= out[:, c]).all())
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_dags())
+def test_plans_group_edges_by_level(h: Hierarchy) -> None:
+    """upward groups edges by the parent's height, downward by the child's depth, levels ascending and each level in
+    canonical edge order (against a naive Python grouping)."""
+    for plan, level, by_parent in ((PropagationPlan.upward(h), h.heights, True),
+                                   (PropagationPlan.downward(h), h.depths, False)):
+        groups: dict[int, list[tuple[int, int]]] = {}
+        for p, c in h.edge_indices:
+            groups.setdefault(level[p] if by_parent else level[c], []).append((c, p) if by_parent else (p, c))
+        assert list(zip(plan.source.tolist(), plan.target.tolist())) == [e for k in sorted(groups) for e in groups[k]]
+        assert plan.sizes == tuple(len(groups[k]) for k in sorted(groups))
+        assert plan.reduce == ("amax" if by_parent else "amin")
 
 
 def test_gradcheck_float64() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from functools import cached_property
@@ -30,6 +31,30 @@ def _check_name(name: object, where: str) -> str:
     return name
 
 
+def _edge_code(edge: object, index: dict[str, int], seen: set[int]) -> int:
+    """Check one edge in full, raising the error that names what is wrong; return its new code parent·C + child."""
+    if isinstance(edge, str) or not isinstance(edge, Sequence) or len(edge) != 2:
+        raise TypeError(f"edges must be (parent, child) pairs, got {edge!r}")
+    parent = _check_name(edge[0], f"edge {tuple(edge)!r}")
+    child = _check_name(edge[1], f"edge {tuple(edge)!r}")
+    for name in (parent, child):
+        if name not in index:
+            raise ValueError(f"edge {(parent, child)!r}: {name!r} is not a label of the hierarchy")
+    if parent == child:
+        raise ValueError(f"edge {(parent, child)!r} is a self-loop")
+    code = index[parent] * len(index) + index[child]
+    if code in seen:
+        raise ValueError(f"duplicate edge {(parent, child)!r}")
+    seen.add(code)
+    return code
+
+
+def _group(flat: list[int], counts: np.ndarray) -> tuple[tuple[int, ...], ...]:
+    """Split ``flat`` into consecutive tuples of lengths ``counts``."""
+    ends = np.cumsum(counts).tolist()
+    return tuple(tuple(flat[start:end]) for start, end in zip([0, *ends[:-1]], ends))
+
+
 class Hierarchy:
     """A directed acyclic graph of labels; edges point parent → child.
 
@@ -40,6 +65,11 @@ class Hierarchy:
 
     Instances are immutable, hashable and picklable; two hierarchies are equal when they have the same labels in
     the same order and the same edges.
+
+    Size: a hierarchy holds ``O(C + E)`` memory and builds in ``O((C + E) log(C + E))`` time (validation and the cycle
+    check included), so the whole Gene Ontology is an ordinary input. Queries walk the graph and cost what they
+    return; only :meth:`ancestor_matrix` (dense by default) and :meth:`closure` grow with the number of
+    (ancestor, descendant) pairs.
 
     Args:
         labels: the label names, in column order. Non-empty strings, no duplicates.
@@ -61,10 +91,11 @@ class Hierarchy:
         ('Abnormal', 'Cardiac')
     """
 
+    # The state: labels, their column index, and the edges as an (E, 2) read-only int64 array of columns sorted by
+    # (parent, child). Python tuples of edges (edges, edge_indices) are derived on first use.
     _labels: tuple[str, ...]
-    _edges: tuple[tuple[str, str], ...]
     _index: dict[str, int]
-    _pairs: tuple[tuple[int, int], ...]
+    _pair_array: np.ndarray
     _frozen: bool
 
     def __init__(self, labels: Iterable[str], edges: Iterable[tuple[str, str]] = ()) -> None:
@@ -76,30 +107,47 @@ class Hierarchy:
             if name in index:
                 raise ValueError(f"duplicate label {name!r} at positions {index[name]} and {i}")
             index[name] = i
-        pairs: list[tuple[int, int]] = []
-        seen: set[tuple[int, int]] = set()
+        # One pass over the edges; a well-formed edge costs two dict look-ups, and any other goes through
+        # _edge_code, which raises the error naming it. Pairs are kept as codes parent·C + child.
+        num_labels = len(label_tuple)
+        lookup = index.get
+        codes: list[int] = []
+        seen: set[int] = set()
         for edge in edges:
-            if isinstance(edge, str) or not isinstance(edge, Sequence) or len(edge) != 2:
-                raise TypeError(f"edges must be (parent, child) pairs, got {edge!r}")
-            parent = _check_name(edge[0], f"edge {tuple(edge)!r}")
-            child = _check_name(edge[1], f"edge {tuple(edge)!r}")
-            for name in (parent, child):
-                if name not in index:
-                    raise ValueError(f"edge {(parent, child)!r}: {name!r} is not a label of the hierarchy")
-            if parent == child:
-                raise ValueError(f"edge {(parent, child)!r} is a self-loop")
-            pair = (index[parent], index[child])
-            if pair in seen:
-                raise ValueError(f"duplicate edge {(parent, child)!r}")
-            seen.add(pair)
-            pairs.append(pair)
-        pairs.sort()
-        object.__setattr__(self, "_labels", label_tuple)
-        object.__setattr__(self, "_index", index)
-        object.__setattr__(self, "_edges", tuple((label_tuple[p], label_tuple[c]) for p, c in pairs))
-        object.__setattr__(self, "_pairs", tuple(pairs))
+            if type(edge) in (tuple, list) and len(edge) == 2:
+                parent, child = edge
+                p = lookup(parent) if type(parent) is str else None
+                c = lookup(child) if type(child) is str else None
+                if p is not None and c is not None and p != c:
+                    code = p * num_labels + c
+                    if code not in seen:
+                        seen.add(code)
+                        codes.append(code)
+                        continue
+            codes.append(_edge_code(edge, index, seen))
+        sorted_codes = np.sort(np.fromiter(codes, dtype=np.int64, count=len(codes)))
+        parents, children = np.divmod(sorted_codes, max(num_labels, 1))
+        self._set_state(label_tuple, index, parents, children)
         self._check_acyclic()
         object.__setattr__(self, "_frozen", True)
+
+    def _set_state(self, labels: tuple[str, ...], index: dict[str, int], parents: np.ndarray,
+                   children: np.ndarray) -> None:
+        """Store the labels and the edges given as parent and child columns sorted by (parent, child)."""
+        pair_array = np.stack([parents, children], axis=1).astype(np.int64, copy=False)
+        pair_array.setflags(write=False)
+        object.__setattr__(self, "_labels", labels)
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_pair_array", pair_array)
+
+    @classmethod
+    def _trusted(cls, labels: tuple[str, ...], index: dict[str, int], parents: np.ndarray,
+                 children: np.ndarray) -> Hierarchy:
+        """A hierarchy from edges known to be valid, unique, sorted and acyclic (e.g. a closure): no checks."""
+        h = cls.__new__(cls)
+        h._set_state(labels, index, parents, children)
+        object.__setattr__(h, "_frozen", True)
+        return h
 
     # ------------------------------------------------------------------ constructors and conversions
     @classmethod
@@ -162,7 +210,8 @@ class Hierarchy:
             labels = nodes
         else:
             labels = list(labels)
-            missing = [n for n in nodes if n not in set(labels)]
+            known = set(labels)
+            missing = [n for n in nodes if n not in known]
             if missing:
                 raise ValueError(f"graph nodes missing from `labels`: {missing[:10]!r}")
         return cls(labels, list(graph.edges))
@@ -210,10 +259,14 @@ class Hierarchy:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Hierarchy):
             return NotImplemented
-        return self._labels == other._labels and self._edges == other._edges
+        return self._labels == other._labels and np.array_equal(self._pair_array, other._pair_array)
 
     def __hash__(self) -> int:
-        return hash((self._labels, self._edges))
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash((self._labels, self._pair_array.tobytes()))
 
     def __repr__(self) -> str:
         return f"Hierarchy(num_labels={self.num_labels}, num_edges={self.num_edges})"
@@ -243,19 +296,26 @@ class Hierarchy:
     @property
     def num_edges(self) -> int:
         """Number of edges ``E``."""
-        return len(self._edges)
+        return len(self._pair_array)
 
     @property
     def edge_indices(self) -> tuple[tuple[int, int], ...]:
         """``(parent_index, child_index)`` column pairs, in the order of :attr:`edges`."""
         return self._pairs
 
+    @cached_property
+    def _pairs(self) -> tuple[tuple[int, int], ...]:
+        return tuple(zip(self._pair_array[:, 0].tolist(), self._pair_array[:, 1].tolist()))
+
+    @cached_property
+    def _edges(self) -> tuple[tuple[str, str], ...]:
+        name = self._labels.__getitem__
+        return tuple(zip(map(name, self._pair_array[:, 0].tolist()), map(name, self._pair_array[:, 1].tolist())))
+
     @property
     def edge_index(self) -> Tensor:
         """``(2, E)`` long tensor of column indices: parents in row 0, children in row 1 (a new tensor)."""
-        if not self._pairs:
-            return torch.zeros(2, 0, dtype=torch.long)
-        return torch.tensor(self._pairs, dtype=torch.long).t().contiguous()
+        return torch.from_numpy(self._pair_array.T.copy())
 
     def index(self, label: str) -> int:
         """Column index of ``label``; ``ValueError`` if it is not a label of the hierarchy."""
@@ -265,72 +325,95 @@ class Hierarchy:
             raise ValueError(f"{label!r} is not a label of the hierarchy") from None
 
     # ------------------------------------------------------------------ structure
+    # Every structural query walks the parent/child lists: O(C + E) time and memory, never a (C, C) array.
     @cached_property
     def _parent_lists(self) -> tuple[tuple[int, ...], ...]:
-        parents: list[list[int]] = [[] for _ in self._labels]
-        for p, c in self.edge_indices:
-            parents[c].append(p)
-        return tuple(tuple(sorted(x)) for x in parents)
+        children = self._pair_array[:, 1]
+        order = np.argsort(children, kind="stable")  # stable: each child's parents stay in ascending order
+        return _group(self._pair_array[order, 0].tolist(), np.bincount(children, minlength=len(self._labels)))
 
     @cached_property
     def _child_lists(self) -> tuple[tuple[int, ...], ...]:
-        children: list[list[int]] = [[] for _ in self._labels]
-        for p, c in self.edge_indices:
-            children[p].append(c)
-        return tuple(tuple(sorted(x)) for x in children)
+        pairs = self._pair_array  # sorted by (parent, child): grouped by parent, children ascending
+        return _group(pairs[:, 1].tolist(), np.bincount(pairs[:, 0], minlength=len(self._labels)))
+
+    @cached_property
+    def _topological_indices(self) -> tuple[int, ...]:
+        """Kahn's algorithm taking the lowest ready column first (a heap); shorter than C on a cycle."""
+        indegree = [len(ps) for ps in self._parent_lists]
+        children = self._child_lists
+        ready = [i for i, d in enumerate(indegree) if d == 0]  # ascending, hence already a heap
+        order: list[int] = []
+        while ready:
+            node = heapq.heappop(ready)
+            order.append(node)
+            for c in children[node]:
+                indegree[c] -= 1
+                if indegree[c] == 0:
+                    heapq.heappush(ready, c)
+        return tuple(order)
 
     def _check_acyclic(self) -> None:
-        order = self._topological_indices()
+        order = self._topological_indices
         if len(order) == len(self._labels):
             return
-        # Kahn's algorithm stalled: the remaining nodes contain a cycle; walk parents to find one.
-        remaining = set(range(len(self._labels))) - set(order)
-        parents = {c: [p for p, cc in self.edge_indices if cc == c and p in remaining] for c in remaining}
-        node = min(remaining)
+        # Kahn's algorithm stalled: every remaining node has a remaining parent; walk lowest parents to a cycle.
+        remaining = bytearray([1]) * len(self._labels)
+        for i in order:
+            remaining[i] = 0
+        parents = self._parent_lists
+        node = remaining.index(1)
         path: list[int] = []
         position: dict[int, int] = {}
         while node not in position:
             position[node] = len(path)
             path.append(node)
-            node = parents[node][0]
+            node = next(p for p in parents[node] if remaining[p])
         cycle = [*path[position[node]:], node]
         cycle.reverse()  # parent → child direction
         names = " → ".join(repr(self._labels[i]) for i in cycle)
         raise ValueError(f"the hierarchy has a cycle: {names}")
 
-    def _topological_indices(self) -> list[int]:
-        indegree = [0] * len(self._labels)
-        children: list[list[int]] = [[] for _ in self._labels]
-        for p, c in self._pairs:
-            indegree[c] += 1
-            children[p].append(c)
-        ready = [i for i, d in enumerate(indegree) if d == 0]
-        order: list[int] = []
-        while ready:
-            ready.sort(reverse=True)
-            node = ready.pop()
-            order.append(node)
-            for c in children[node]:
-                indegree[c] -= 1
-                if indegree[c] == 0:
-                    ready.append(c)
-        return order
-
     @cached_property
     def topological_order(self) -> tuple[str, ...]:
         """Labels ordered so that every parent precedes its children (ties broken by column index)."""
-        return tuple(self._labels[i] for i in self._topological_indices())
+        return tuple(self._labels[i] for i in self._topological_indices)
 
-    @cached_property
-    def _ancestor_array(self) -> np.ndarray:
+    def _reachable(self, start: int, neighbours: tuple[tuple[int, ...], ...]) -> list[int]:
+        """Columns reachable from ``start`` (excluded) through ``neighbours``, ascending: an iterative walk."""
+        seen: set[int] = set()
+        stack = list(neighbours[start])
+        while stack:
+            node = stack.pop()
+            if node not in seen:
+                seen.add(node)
+                stack.extend(neighbours[node])
+        return sorted(seen)
+
+    def _ancestor_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(descendant, ancestor)`` int64 columns of every proper-ancestor pair, sorted by (descendant, ancestor).
+
+        One sorted int32 array of ancestors per label, each the union of its parents and their arrays, filled in
+        topological order: time and memory proportional to the number of pairs ``K`` (plus ``O(C)`` arrays).
+        """
         n = len(self._labels)
-        anc = np.zeros((n, n), dtype=bool)
-        for node in self._topological_indices():
-            for p in self._parent_lists[node]:
-                anc[node] |= anc[p]
-                anc[node, p] = True
-        anc.setflags(write=False)
-        return anc
+        parents = self._parent_lists
+        empty = np.zeros(0, dtype=np.int32)
+        ancestors: list[np.ndarray] = [empty] * n
+        for node in self._topological_indices:
+            ps = parents[node]
+            if len(ps) == 1:  # one parent p, not among its own ancestors: insert it in sorted position
+                p = ps[0]
+                above = ancestors[p]
+                cut = int(above.searchsorted(p))
+                ancestors[node] = np.concatenate((above[:cut], np.array([p], dtype=np.int32), above[cut:]))
+            elif ps:
+                ancestors[node] = np.unique(np.concatenate([np.array(ps, dtype=np.int32),
+                                                            *(ancestors[p] for p in ps)]))
+        counts = np.fromiter((a.size for a in ancestors), dtype=np.int64, count=n)
+        rows = np.repeat(np.arange(n, dtype=np.int64), counts)
+        cols = np.concatenate(ancestors).astype(np.int64) if n else np.zeros(0, dtype=np.int64)
+        return rows, cols  # rows ascending (labels in column order), each row's ancestors ascending
 
     def parents(self, label: str) -> tuple[str, ...]:
         """Direct parents of ``label``, in label order."""
@@ -341,14 +424,18 @@ class Hierarchy:
         return tuple(self._labels[i] for i in self._child_lists[self.index(label)])
 
     def ancestors(self, label: str) -> tuple[str, ...]:
-        """Proper ancestors of ``label`` (all labels with a path to it), in label order."""
-        row = self._ancestor_array[self.index(label)]
-        return tuple(self._labels[i] for i in np.flatnonzero(row))
+        """Proper ancestors of ``label`` (all labels with a path to it), in label order.
+
+        A walk up the parent lists: time proportional to the ancestors and the edges between them.
+        """
+        return tuple(self._labels[i] for i in self._reachable(self.index(label), self._parent_lists))
 
     def descendants(self, label: str) -> tuple[str, ...]:
-        """Proper descendants of ``label`` (all labels reachable from it), in label order."""
-        col = self._ancestor_array[:, self.index(label)]
-        return tuple(self._labels[i] for i in np.flatnonzero(col))
+        """Proper descendants of ``label`` (all labels reachable from it), in label order.
+
+        A walk down the child lists: time proportional to the descendants and the edges between them.
+        """
+        return tuple(self._labels[i] for i in self._reachable(self.index(label), self._child_lists))
 
     @property
     def roots(self) -> tuple[str, ...]:
@@ -364,18 +451,22 @@ class Hierarchy:
     def depths(self) -> tuple[int, ...]:
         """Per column: length of the longest path from a root (roots have depth 0)."""
         depth = [0] * len(self._labels)
-        for node in self._topological_indices():
-            for c in self._child_lists[node]:
-                depth[c] = max(depth[c], depth[node] + 1)
+        parents = self._parent_lists
+        for node in self._topological_indices:
+            ps = parents[node]
+            if ps:
+                depth[node] = 1 + max(depth[p] for p in ps)
         return tuple(depth)
 
     @cached_property
     def heights(self) -> tuple[int, ...]:
         """Per column: length of the longest path down to a leaf (leaves have height 0)."""
         height = [0] * len(self._labels)
-        for node in reversed(self._topological_indices()):
-            for p in self._parent_lists[node]:
-                height[p] = max(height[p], height[node] + 1)
+        children = self._child_lists
+        for node in reversed(self._topological_indices):
+            cs = children[node]
+            if cs:
+                height[node] = 1 + max(height[c] for c in cs)
         return tuple(height)
 
     def depth(self, label: str) -> int:
@@ -386,14 +477,33 @@ class Hierarchy:
         return self.depths[self.index(label)]
 
     def closure(self) -> Hierarchy:
-        """A new hierarchy over the same labels whose edges are all (ancestor, descendant) pairs."""
-        desc_idx, anc_idx = np.nonzero(self._ancestor_array)
-        edges = [(self._labels[a], self._labels[d]) for a, d in zip(anc_idx.tolist(), desc_idx.tolist())]
-        return Hierarchy(self._labels, edges)
+        """A new hierarchy over the same labels whose edges are all (ancestor, descendant) pairs.
 
-    def ancestor_matrix(self) -> Tensor:
-        """Bool ``(C, C)`` tensor; ``[i, j]`` is True when label ``j`` is a proper ancestor of label ``i``."""
-        return torch.from_numpy(self._ancestor_array.copy())
+        Its size is the number ``K`` of such pairs, the sum over labels of their ancestor counts: at most
+        ``C·depth`` on a tree, ``C·(C−1)/2`` on a chain. Time and memory are proportional to ``K`` (computed from
+        the parent lists, never through a dense ``(C, C)`` array).
+        """
+        descendant, ancestor = self._ancestor_pairs()
+        order = np.argsort(ancestor, kind="stable")  # by ancestor, then (stable) by descendant
+        return Hierarchy._trusted(self._labels, self._index, ancestor[order], descendant[order])
+
+    def ancestor_matrix(self, *, sparse: bool = False) -> Tensor:
+        """``(C, C)`` bool tensor; ``[i, j]`` is True when label ``j`` is a proper ancestor of label ``i``.
+
+        Args:
+            sparse: return a coalesced ``torch.sparse_coo`` tensor holding only the ``K`` True entries (indices
+                sorted by ``(i, j)``; ``K`` as in :meth:`closure`): ``O(C + K)`` memory. The default is a dense
+                tensor of ``C²`` bytes (10 GB at 100,000 labels): ask for it only on small hierarchies.
+        """
+        rows, cols = self._ancestor_pairs()
+        n = len(self._labels)
+        if sparse:
+            indices = torch.from_numpy(np.stack([rows, cols]))
+            return torch.sparse_coo_tensor(indices, torch.ones(rows.size, dtype=torch.bool, device="cpu"), (n, n),
+                                           is_coalesced=True, check_invariants=False)
+        dense = torch.zeros(n, n, dtype=torch.bool, device="cpu")
+        dense[torch.from_numpy(rows), torch.from_numpy(cols)] = True
+        return dense
 
     # ------------------------------------------------------------------ propagation
     @overload
@@ -409,13 +519,18 @@ class Hierarchy:
         Args:
             y: ``(N, C)`` or ``(C,)`` 0/1 labels (bool, integer or float) as a NumPy array or a torch tensor (which
                 stays on its device), or a pandas DataFrame whose columns include every label (matched by name, in
-                any order; other columns are returned untouched).
+                any order; other columns are returned untouched). Nullable pandas columns (``Int64``,
+                ``boolean``, ...) are accepted when they hold no missing value.
 
         Returns:
-            The same type, shape and dtype as ``y``; positives are only ever added.
+            The same type, shape and dtype as ``y`` (each DataFrame column keeps its dtype); positives are only
+            ever added.
 
         Raises:
-            ValueError: if a value is not 0 or 1 (naming the column and the value), or the shape does not match.
+            ValueError: if a value is not 0 or 1 (naming the column and the value), a DataFrame column holds missing
+                values (``<NA>``; naming the column), or the shape does not match.
+            TypeError: if ``y`` is of another type, or a label column of a DataFrame has a dtype other than bool,
+                integer or float (naming the column).
         """
         if isinstance(y, Tensor):
             return self._propagate_tensor(y)
@@ -427,26 +542,56 @@ class Hierarchy:
             missing = [lab for lab in self._labels if lab not in y.columns]
             if missing:
                 raise ValueError(f"DataFrame is missing hierarchy label columns: {missing!r}")
-            values = self.propagate(y.loc[:, list(self._labels)].to_numpy())
+            frame = y.loc[:, list(self._labels)]
+            values = self.propagate(self._frame_values(frame))
             out = y.copy()
-            for j, lab in enumerate(self._labels):
-                out[lab] = values[:, j].astype(y[lab].dtype, copy=False)
+            for j, (lab, dtype) in enumerate(zip(self._labels, frame.dtypes)):
+                column = values[:, j]
+                out[lab] = column.astype(dtype, copy=False) if isinstance(dtype, np.dtype) else (
+                    pd.array(column).astype(dtype))
             return out
         raise TypeError(f"propagate expects a numpy array, torch tensor or pandas DataFrame, got {type(y).__name__}")
+
+    def _frame_values(self, frame: pd.DataFrame) -> np.ndarray:
+        """The label columns of ``frame`` (in label order) as one NumPy array of a bool, integer or float dtype.
+
+        Nullable (extension) columns are converted to their NumPy dtype once they are known to hold no missing
+        value; a missing value or a column of another dtype is an error naming the column.
+        """
+        values = frame.to_numpy()
+        if values.dtype != object:
+            return values
+        dtypes: list[np.dtype[Any]] = []
+        for j, dtype in enumerate(frame.dtypes):
+            numpy_dtype = dtype if isinstance(dtype, np.dtype) else getattr(dtype, "numpy_dtype", None)
+            if not isinstance(numpy_dtype, np.dtype) or numpy_dtype.kind not in "biuf":
+                numpy_dtype = None
+            if numpy_dtype is None or not isinstance(dtype, np.dtype):
+                missing = np.flatnonzero(frame.iloc[:, j].isna().to_numpy())
+                if missing.size:
+                    raise ValueError(f"column {self._labels[j]!r} holds missing values "
+                                     f"({frame.iloc[int(missing[0]), j]!r}) in {missing.size} of {len(frame)} rows; "
+                                     f"propagate expects 0/1 labels: fill them (e.g. with 0) or drop those rows first")
+            if numpy_dtype is None:
+                raise TypeError(f"column {self._labels[j]!r} has dtype {dtype}; propagate expects 0/1 labels of a "
+                                f"bool, integer or float dtype")
+            dtypes.append(numpy_dtype)
+        return frame.to_numpy(dtype=np.result_type(*dtypes))
 
     def _propagate_tensor(self, y: Tensor) -> Tensor:
         if y.ndim not in (1, 2) or y.shape[-1] != self.num_labels:
             raise ValueError(f"Expected labels of shape (N, {self.num_labels}) or ({self.num_labels},), "
                              f"got {tuple(y.shape)}")
+        nonzero = y != 0
         if y.dtype != torch.bool:
-            bad = (y != 0) & (y != 1)
+            bad = nonzero & (y != 1)
             if bool(bad.any()):
                 rows, cols = torch.nonzero(bad.reshape(-1, self.num_labels), as_tuple=True)
                 col = int(cols[0])
                 value = y.reshape(-1, self.num_labels)[int(rows[0]), col].item()
                 raise ValueError(f"column {self._labels[col]!r} holds {value!r}; propagate expects 0/1 labels "
                                  f"({int(bad.sum())} such values in all)")
-        positive = (y != 0).to(torch.uint8)
+        positive = nonzero.to(torch.uint8)
         plan = PropagationPlan.upward(self, y.device)
         closed = propagate_levels(positive, plan.source, plan.target, plan.sizes, plan.reduce)
         if y.dtype == torch.bool:

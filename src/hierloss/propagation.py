@@ -50,38 +50,27 @@ class PropagationPlan:
     @classmethod
     def upward(cls, hierarchy: Hierarchy, device: torch.device | str | None = None) -> PropagationPlan:
         """Plan for max over self and descendants: edges grouped by the parent's height."""
-        heights = hierarchy.heights
-        return cls._build(hierarchy, key=[heights[p] for p, _ in hierarchy.edge_indices], reduce="amax",
-                          read_child=True, device=device)
+        return cls._build(hierarchy, hierarchy.heights, by_parent=True, reduce="amax", device=device)
 
     @classmethod
     def downward(cls, hierarchy: Hierarchy, device: torch.device | str | None = None) -> PropagationPlan:
         """Plan for min over self and ancestors: edges grouped by the child's depth."""
-        depths = hierarchy.depths
-        return cls._build(hierarchy, key=[depths[c] for _, c in hierarchy.edge_indices], reduce="amin",
-                          read_child=False, device=device)
+        return cls._build(hierarchy, hierarchy.depths, by_parent=False, reduce="amin", device=device)
 
     @classmethod
-    def _build(cls, hierarchy: Hierarchy, key: list[int], reduce: Literal["amax", "amin"], read_child: bool,
+    def _build(cls, hierarchy: Hierarchy, level: tuple[int, ...], by_parent: bool, reduce: Literal["amax", "amin"],
                device: torch.device | str | None) -> PropagationPlan:
-        pairs = hierarchy.edge_indices
-        order = sorted(range(len(pairs)), key=lambda e: key[e])
-        parents = [pairs[e][0] for e in order]
-        children = [pairs[e][1] for e in order]
-        sizes: list[int] = []
-        previous = None
-        for e in order:
-            if key[e] != previous:
-                sizes.append(0)
-                previous = key[e]
-            sizes[-1] += 1
-        source, target = (children, parents) if read_child else (parents, children)
-        return cls(
-            source=torch.tensor(source, dtype=torch.long, device=device),
-            target=torch.tensor(target, dtype=torch.long, device=device),
-            sizes=tuple(sizes),
-            reduce=reduce,
-        )
+        """Group the edges by the level of their parent (upward) or child (downward), keeping the canonical edge
+        order within a level: one stable sort on the CPU, ``O(E log E)``, then one copy to ``device``."""
+        parents, children = hierarchy.edge_index
+        key = torch.tensor(level, dtype=torch.long, device="cpu")[parents if by_parent else children]
+        order = torch.argsort(key, stable=True)
+        sizes = torch.unique_consecutive(key[order], return_counts=True)[1].tolist() if key.numel() else []
+        parents, children = parents[order], children[order]
+        source, target = (children, parents) if by_parent else (parents, children)
+        if device is not None:
+            source, target = source.to(device), target.to(device)
+        return cls(source=source, target=target, sizes=tuple(sizes), reduce=reduce)
 
     def to(self, device: torch.device | str) -> PropagationPlan:
         """Return the plan with its index tensors on ``device``."""

@@ -12,7 +12,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_penalties import GO_HEADER, go_hierarchy
 from hierloss import Hierarchy
-from hierloss.hierarchies import chexpert
+from hierloss.datasets import chexpert_hierarchy
 
 __all__ = ["GO_DEPTH", "GO_EDGES", "GO_LABELS", "GO_ROOTS", "benchmark_hierarchy", "synthetic_dag"]
 
@@ -64,7 +64,7 @@ def benchmark_hierarchy(name: str) -> tuple[Hierarchy, str]:
     :func:`synthetic_dag` of the same size, labelled ``'GO-size synthetic'``.
     """
     if name == "chexpert":
-        return chexpert(), "CheXpert"
+        return chexpert_hierarchy(), "CheXpert"
     if name == "go":
         if GO_HEADER.exists():
             return go_hierarchy(), "cellcycle_GO"

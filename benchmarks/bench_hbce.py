@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import median_seconds, median_seconds_interleaved
 from bench_penalties import GO_HEADER, go_hierarchy, to_markdown
 from hierloss import HBCELoss, Hierarchy
-from hierloss.hierarchies import chexpert
+from hierloss.datasets import chexpert_hierarchy
 from hierloss.losses.hierarchy_penalty import DEFAULT_MODE
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -51,7 +51,7 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "fp32",
     """Rows for the suite runner: time ratios of HBCE (each mode) to BCEWithLogits at two sizes."""
     torch.manual_seed(0)
     rows: list[dict[str, Any]] = []
-    cases: list[tuple[str, Hierarchy, int, str, str]] = [("CheXpert", chexpert(), 256 if quick else 4096,
+    cases: list[tuple[str, Hierarchy, int, str, str]] = [("CheXpert", chexpert_hierarchy(), 256 if quick else 4096,
                                                           "<= 2.0", "<= 1.3")]
     if GO_HEADER.exists():
         cases.append(("GO", go_hierarchy(), 64 if quick else 256, "<= 4.0", "<= 1.3"))

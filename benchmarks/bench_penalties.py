@@ -1,4 +1,4 @@
-"""Penalty estimation speed: hierloss.penalties vs a faithful port of the reference's per-edge pandas filtering.
+"""Penalty estimation speed: hierloss.edge_weights vs a faithful port of the reference's per-edge pandas filtering.
 
 Also the reference's row-by-row derivation of the CheXpert parent columns vs ``chexpert_targets``.
 Run: ``python benchmarks/bench_penalties.py [--quick]``.
@@ -19,9 +19,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import median_seconds
 from hierloss import Hierarchy
-from hierloss.datasets import load_hmc_arff
-from hierloss.hierarchies import CHEXPERT_OBSERVATIONS, chexpert, chexpert_targets
-from hierloss.penalties import ConditionalPenalty
+from hierloss.datasets import CHEXPERT_OBSERVATIONS, chexpert_hierarchy, chexpert_targets, load_hmc_arff
+from hierloss.edge_weights import ConditionalWeight
 
 SHARED_HMC = Path(__file__).resolve().parents[2] / "shared" / "data" / "hmc"
 GO_HEADER = SHARED_HMC / "cellcycle_GO" / "cellcycle_GO.train.arff"
@@ -75,9 +74,9 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "fp32",
     rows: list[dict[str, Any]] = []
     repeat = 3 if quick else 5
     # CheXpert size: float64 columns (how labels with blanks load from CSV) and uint8 columns.
-    h = chexpert()
+    h = chexpert_hierarchy()
     n = 20_000 if quick else 1_000_000
-    est = ConditionalPenalty()
+    est = ConditionalWeight()
     base = _labels_for(h, n, 0.05, 0)
     for dtype_name, goal in (("float64", ">= 10"), ("uint8", "")):
         df = pd.DataFrame(base.astype(dtype_name), columns=list(h.labels))

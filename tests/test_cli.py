@@ -26,9 +26,9 @@ def _one_line_error(err: str, prog: str) -> str:
         (["demo", "--lr", "fast"], "hierloss demo", "argument --lr: invalid float value: 'fast'"),
         (["demo", "--losses", "nope"], "hierloss demo", "argument --losses: invalid choice: 'nope'"),
         (["demo", "--bogus"], "hierloss demo", "unrecognized arguments: --bogus"),
-        (["penalties", "y.csv"], "hierloss penalties", "the following arguments are required: --hierarchy"),
+        (["edge-weights", "y.csv"], "hierloss edge-weights", "the following arguments are required: --hierarchy"),
         (["frobnicate"], "hierloss", "argument COMMAND: invalid choice: 'frobnicate'"),
-        ([], "hierloss", "choose a command: demo, penalties"),
+        ([], "hierloss", "choose a command: demo, edge-weights"),
     ],
 )
 def test_usage_mistakes_are_one_line_and_exit_2(argv: list[str], prog: str, message: str,

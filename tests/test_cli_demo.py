@@ -130,6 +130,8 @@ def test_device_mps_where_unavailable(monkeypatch: pytest.MonkeyPatch, capsys: p
 def test_plot_without_matplotlib_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """--plot without matplotlib is refused up front, not after all the training."""
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed, even after another test imported it
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["demo", "--no-progress", "--plot", str(tmp_path / "demo.png")]) == 2
     captured = capsys.readouterr()

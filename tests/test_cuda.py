@@ -15,8 +15,8 @@ from torch import nn
 
 import hierloss
 from hierloss import Hierarchy
+from hierloss.edge_weights import ConditionalWeight
 from hierloss.metrics import coherent
-from hierloss.penalties import ConditionalPenalty
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -117,8 +117,8 @@ def test_cuda_coherent_matches_cpu(method: str) -> None:
 
 def test_cuda_penalty_counts_match_cpu() -> None:
     _, target = _batch(1000)
-    on_cpu = ConditionalPenalty().fit(H, target)
-    on_gpu = ConditionalPenalty().fit(H, target.cuda())
+    on_cpu = ConditionalWeight().fit(H, target)
+    on_gpu = ConditionalWeight().fit(H, target.cuda())
     assert on_gpu.table().equals(on_cpu.table())
 
 
@@ -128,9 +128,9 @@ def test_cuda_penalty_counts_match_cpu() -> None:
 def test_cuda_hbce_paths_match_cpu(hierarchy: str, reduction: str, target_kind: str) -> None:
     """Every path of the fused HBCE on the GPU — dense incidence (CheXpert) or embedding_bag (random DAG), one total
     or per-sample, clean or masked targets — equals the CPU (whose own shortcuts differ) without a host sync."""
-    from hierloss.hierarchies import chexpert
+    from hierloss.datasets import chexpert_hierarchy
 
-    h = chexpert() if hierarchy == "chexpert" else H
+    h = chexpert_hierarchy() if hierarchy == "chexpert" else H
     g = torch.Generator().manual_seed(3)
     logits = 3 * torch.randn(300, h.num_labels, generator=g)
     target = h.propagate((torch.rand(300, h.num_labels, generator=g) < 0.2).float())

@@ -1,4 +1,4 @@
-"""Tests for hierloss.penalties: counts and estimators against brute force, inputs, policies, distributed."""
+"""Tests for hierloss.edge_weights: counts and estimators against brute force, inputs, policies, distributed."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hierloss import Hierarchy
-from hierloss.hierarchies import CHEXPERT_OBSERVATIONS, chexpert, chexpert_targets
-from hierloss.penalties import (
-    BetaPenalty,
-    ConditionalPenalty,
-    EdgePenalties,
-    FixedPenalty,
+from hierloss.datasets import CHEXPERT_OBSERVATIONS, chexpert_hierarchy, chexpert_targets
+from hierloss.edge_weights import (
+    BetaWeight,
+    ConditionalWeight,
+    EdgeWeights,
+    FixedWeight,
     count_edges,
 )
 from tests._distributed import free_port, init_gloo, spawn_two
@@ -31,7 +31,7 @@ EPS = 1e-6
 
 
 def _brute_force(h: Hierarchy, y: np.ndarray, known: np.ndarray | None = None) -> dict[tuple[str, str], tuple]:
-    """Per edge, loop over rows: (n, n_parent_neg, n_violation, reference penalty)."""
+    """Per edge, loop over rows: (n, n_parent_neg, n_violation, reference weight)."""
     out = {}
     for p, c in h.edges:
         i, j = h.index(p), h.index(c)
@@ -59,9 +59,9 @@ def _random_labels(h: Hierarchy, n: int, seed: int) -> np.ndarray:
 
 
 def test_conditional_matches_brute_force(dag: Hierarchy) -> None:
-    """Counts and penalties equal a per-row, per-edge loop and the reference formula."""
+    """Counts and weights equal a per-row, per-edge loop and the reference formula."""
     y = _random_labels(dag, 200, 0)
-    pen = ConditionalPenalty().fit(dag, y)
+    pen = ConditionalWeight().fit(dag, y)
     table = pen.table()
     want = _brute_force(dag, y)
     for k, (p, c) in enumerate(dag.edges):
@@ -69,7 +69,7 @@ def test_conditional_matches_brute_force(dag: Hierarchy) -> None:
         row = table.iloc[k]
         assert (row["parent"], row["child"]) == (p, c)
         assert (row["n"], row["n_parent_neg"], row["n_violation"]) == (n, neg, vio)
-        assert row["penalty"] == w  # float64, same formula: identical
+        assert row["weight"] == w  # float64, same formula: identical
         assert row["p_violation"] == pytest.approx(vio / neg)
     assert pen.values.dtype == torch.float32
     torch.testing.assert_close(pen.values, torch.tensor([want[e][3] for e in dag.edges], dtype=torch.float32))
@@ -78,7 +78,7 @@ def test_conditional_matches_brute_force(dag: Hierarchy) -> None:
 def test_input_types_agree(dag: Hierarchy) -> None:
     """NumPy, torch (int/bool/float), DataFrame (shuffled + extra columns), sparse and chunk iterables agree."""
     y = _random_labels(dag, 300, 1)
-    want = ConditionalPenalty().fit(dag, y).values
+    want = ConditionalWeight().fit(dag, y).values
     frame = pd.DataFrame(y, columns=list(dag.labels))[["e", "d", "c", "b", "a"]]
     frame["extra"] = "x"
     inputs = [
@@ -87,17 +87,17 @@ def test_input_types_agree(dag: Hierarchy) -> None:
         (chunk for chunk in np.array_split(y, 7)),
     ]
     for labels in inputs:
-        assert torch.equal(ConditionalPenalty().fit(dag, labels).values, want)
+        assert torch.equal(ConditionalWeight().fit(dag, labels).values, want)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float64])
 def test_counts_across_tiles_and_blocks(dag: Hierarchy, dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
     """Row-major arrays are transposed tile by tile and counted block by block: with small tiles and blocks (several
     of each, the last ones partial) the counts equal numpy's, and an invalid value in a later block is still named."""
-    from hierloss import penalties as penalties_module
+    from hierloss import edge_weights as edge_weights_module
 
-    monkeypatch.setattr(penalties_module, "_TILE_ROWS", 7)
-    monkeypatch.setattr(penalties_module, "_CHUNK_ROWS", 64)
+    monkeypatch.setattr(edge_weights_module, "_TILE_ROWS", 7)
+    monkeypatch.setattr(edge_weights_module, "_CHUNK_ROWS", 64)
     y = np.ascontiguousarray(_random_labels(dag, 300, 5).astype(dtype))
     counts = count_edges(dag, y)
     for k, (p, c) in enumerate(dag.edges):
@@ -114,13 +114,13 @@ def test_edge_cases_never_nan(dag: Hierarchy) -> None:
     """A parent never negative gives 0.5, a never-violated edge ≈ 1, all rows ignored gives 0.5."""
     y = np.zeros((10, dag.num_labels))
     y[:, dag.index("a")] = 1
-    pen = ConditionalPenalty().fit(dag, y)
+    pen = ConditionalWeight().fit(dag, y)
     vals = dict(zip(dag.edges, pen.values.tolist()))
     assert vals[("a", "b")] == pytest.approx(0.5) and vals[("a", "c")] == pytest.approx(0.5)
     assert vals[("b", "d")] == pytest.approx(1.0, abs=1e-6)
     y2 = y.copy()
     y2[:, dag.index("d")] = np.nan
-    pen2 = ConditionalPenalty().fit(dag, y2, uncertain="ignore")
+    pen2 = ConditionalWeight().fit(dag, y2, uncertain="ignore")
     vals2 = dict(zip(dag.edges, pen2.values.tolist()))
     assert vals2[("b", "d")] == pytest.approx(0.5) and vals2[("c", "d")] == pytest.approx(0.5)
     assert not torch.isnan(pen2.values).any()
@@ -138,16 +138,16 @@ def test_uncertain_policies(dag: Hierarchy) -> None:
     ones = y.copy()
     ones[3, dag.index("b")] = 1
     ones[7, dag.index("d")] = 1
-    assert torch.equal(ConditionalPenalty().fit(dag, y, uncertain="zeros").values,
-                       ConditionalPenalty().fit(dag, zeros).values)
-    assert torch.equal(ConditionalPenalty().fit(dag, y, uncertain="ones").values,
-                       ConditionalPenalty().fit(dag, ones).values)
+    assert torch.equal(ConditionalWeight().fit(dag, y, uncertain="zeros").values,
+                       ConditionalWeight().fit(dag, zeros).values)
+    assert torch.equal(ConditionalWeight().fit(dag, y, uncertain="ones").values,
+                       ConditionalWeight().fit(dag, ones).values)
     known = ~(np.isnan(y) | (y == -1))
-    table = ConditionalPenalty().fit(dag, y, uncertain="ignore").table()
+    table = ConditionalWeight().fit(dag, y, uncertain="ignore").table()
     want = _brute_force(dag, np.nan_to_num(y), known)
     for k, e in enumerate(dag.edges):
         assert tuple(table.iloc[k][["n", "n_parent_neg", "n_violation"]]) == want[e][:3]
-        assert table.iloc[k]["penalty"] == want[e][3]
+        assert table.iloc[k]["weight"] == want[e][3]
 
 
 def test_errors_name_the_offender(dag: Hierarchy) -> None:
@@ -156,74 +156,74 @@ def test_errors_name_the_offender(dag: Hierarchy) -> None:
     y[0, dag.index("c")] = -1
     y[1, dag.index("c")] = np.nan
     with pytest.raises(ValueError, match=r"column 'c' holds 1 uncertain \(-1\) and 1 missing \(NaN\) values; pass"):
-        ConditionalPenalty().fit(dag, y)
+        ConditionalWeight().fit(dag, y)
     y2 = np.zeros((5, dag.num_labels))
     y2[4, dag.index("d")] = 2
     with pytest.raises(ValueError, match=r"column 'd' holds 2\.0; labels must be 0 or 1"):
-        ConditionalPenalty().fit(dag, y2, uncertain="zeros")
+        ConditionalWeight().fit(dag, y2, uncertain="zeros")
     with pytest.raises(ValueError, match="column 'b' holds 7; labels must be 0 or 1"):
-        ConditionalPenalty().fit(dag, torch.tensor([[0, 7, 0, 0, 0]]))
+        ConditionalWeight().fit(dag, torch.tensor([[0, 7, 0, 0, 0]]))
     with pytest.raises(ValueError, match="uncertain must be None, 'zeros', 'ones' or 'ignore', got 'drop'"):
-        ConditionalPenalty().fit(dag, y, uncertain="drop")  # type: ignore[arg-type]
+        ConditionalWeight().fit(dag, y, uncertain="drop")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"missing hierarchy columns \['e'\]"):
-        ConditionalPenalty().fit(dag, pd.DataFrame(0, index=[0], columns=["a", "b", "c", "d"]))
+        ConditionalWeight().fit(dag, pd.DataFrame(0, index=[0], columns=["a", "b", "c", "d"]))
     with pytest.raises(ValueError, match=r"column 'a' holds the non-numeric value 'yes'"):
-        ConditionalPenalty().fit(dag, pd.DataFrame({"a": ["yes"], "b": [0], "c": [0], "d": [0], "e": [0]}))
+        ConditionalWeight().fit(dag, pd.DataFrame({"a": ["yes"], "b": [0], "c": [0], "d": [0], "e": [0]}))
     with pytest.raises(ValueError, match=r"Expected labels of shape \(N, 5\), got \(3, 4\)"):
-        ConditionalPenalty().fit(dag, np.zeros((3, 4)))
+        ConditionalWeight().fit(dag, np.zeros((3, 4)))
     with pytest.raises(ValueError, match="the label matrix is empty"):
-        ConditionalPenalty().fit(dag, np.zeros((0, 5)))
+        ConditionalWeight().fit(dag, np.zeros((0, 5)))
     with pytest.raises(ValueError, match="the label matrix is empty"):
-        ConditionalPenalty().fit(dag, [])
+        ConditionalWeight().fit(dag, [])
     with pytest.raises(TypeError, match="got str"):
-        ConditionalPenalty().fit(dag, "labels.csv")
+        ConditionalWeight().fit(dag, "labels.csv")
 
 
 def test_estimator_argument_errors() -> None:
     """Estimator parameters are validated with the bad value quoted."""
     with pytest.raises(ValueError, match="smoothing must be a positive finite number, got 0"):
-        ConditionalPenalty(0)
+        ConditionalWeight(0)
     with pytest.raises(ValueError, match="strength must be a positive finite number, got -1"):
-        BetaPenalty(-1)
+        BetaWeight(-1)
     with pytest.raises(ValueError, match=r"prior_mean must be in \[0, 1\] or None, got 1\.5"):
-        BetaPenalty(prior_mean=1.5)
+        BetaWeight(prior_mean=1.5)
     with pytest.raises(ValueError, match="value must be a finite number >= 0, got nan"):
-        FixedPenalty(float("nan"))
+        FixedWeight(float("nan"))
     with pytest.raises(ValueError, match=r"prior_mean must be in \[0, 1\] or None, got nan"):
-        BetaPenalty(prior_mean=float("nan"))
+        BetaWeight(prior_mean=float("nan"))
 
 
-def test_fixed_penalty_ignores_labels(dag: Hierarchy) -> None:
-    """FixedPenalty gives β on every edge and has no counts in its table."""
-    pen = FixedPenalty(0.3).fit(dag)
+def test_fixed_weight_ignores_labels(dag: Hierarchy) -> None:
+    """FixedWeight gives β on every edge and has no counts in its table."""
+    pen = FixedWeight(0.3).fit(dag)
     assert pen.values.tolist() == pytest.approx([0.3] * dag.num_edges)
     assert pen.counts is None and pen.table()["n"].isna().all()
 
 
-def test_beta_penalty_formula(dag: Hierarchy) -> None:
-    """BetaPenalty equals 1 − (v + α·m)/(neg + α) with m the pooled violation rate (written out by hand)."""
+def test_beta_weight_formula(dag: Hierarchy) -> None:
+    """BetaWeight equals 1 − (v + α·m)/(neg + α) with m the pooled violation rate (written out by hand)."""
     y = _random_labels(dag, 150, 3)
     bf = _brute_force(dag, y)
     m = sum(v[2] for v in bf.values()) / sum(v[1] for v in bf.values())
     want = [1 - (bf[e][2] + 5 * m) / (bf[e][1] + 5) for e in dag.edges]
-    got = BetaPenalty(strength=5).fit(dag, y).table()["penalty"].tolist()
+    got = BetaWeight(strength=5).fit(dag, y).table()["weight"].tolist()
     assert got == pytest.approx(want, rel=1e-12)
-    laplace = BetaPenalty(strength=2, prior_mean=0.5).fit(dag, y).table()["penalty"].tolist()
+    laplace = BetaWeight(strength=2, prior_mean=0.5).fit(dag, y).table()["weight"].tolist()
     assert laplace == pytest.approx([1 - (bf[e][2] + 1) / (bf[e][1] + 2) for e in dag.edges], rel=1e-12)
 
 
-def test_edge_penalties_round_trip_and_validation(dag: Hierarchy) -> None:
+def test_edge_weights_round_trip_and_validation(dag: Hierarchy) -> None:
     """to_dict/from_dict (via JSON) round trip; wrong length and non-finite values are rejected."""
-    pen = ConditionalPenalty().fit(dag, _random_labels(dag, 50, 4))
-    back = EdgePenalties.from_dict(json.loads(json.dumps(pen.to_dict())))
+    pen = ConditionalWeight().fit(dag, _random_labels(dag, 50, 4))
+    back = EdgeWeights.from_dict(json.loads(json.dumps(pen.to_dict())))
     assert back == pen and back.table().equals(pen.table())
     assert back.as_mapping() == pen.as_mapping()
-    with pytest.raises(ValueError, match=r"Expected 4 penalties \(one per edge\), got shape \(3,\)"):
-        EdgePenalties(dag, [0.1, 0.2, 0.3])
-    with pytest.raises(ValueError, match=r"penalty of edge \('b', 'd'\) is nan"):
-        EdgePenalties(dag, [0.1, 0.2, float("nan"), 0.3])
-    with pytest.raises(ValueError, match="missing key 'penalties'"):
-        EdgePenalties.from_dict({"hierarchy": {}})
+    with pytest.raises(ValueError, match=r"Expected 4 edge weights \(one per edge\), got shape \(3,\)"):
+        EdgeWeights(dag, [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match=r"weight of edge \('b', 'd'\) is nan"):
+        EdgeWeights(dag, [0.1, 0.2, float("nan"), 0.3])
+    with pytest.raises(ValueError, match="missing key 'weights'"):
+        EdgeWeights.from_dict({"hierarchy": {}})
 
 
 @settings(max_examples=30, deadline=None)
@@ -231,15 +231,15 @@ def test_edge_penalties_round_trip_and_validation(dag: Hierarchy) -> None:
 def test_properties(h: Hierarchy, seed: int, n: int) -> None:
     """In [0, 1], row-order invariant, chunked == whole, equal to brute force, never-violated edges ≈ 1."""
     y = _random_labels(h, n, seed)
-    pen = ConditionalPenalty().fit(h, y)
+    pen = ConditionalWeight().fit(h, y)
     vals = pen.values
     assert bool(((vals >= 0) & (vals <= 1)).all())
     perm = np.random.default_rng(seed).permutation(n)
-    assert torch.equal(ConditionalPenalty().fit(h, y[perm]).values, vals)
-    assert torch.equal(ConditionalPenalty().fit(h, np.array_split(y, 3)).values, vals)
+    assert torch.equal(ConditionalWeight().fit(h, y[perm]).values, vals)
+    assert torch.equal(ConditionalWeight().fit(h, np.array_split(y, 3)).values, vals)
     bf = _brute_force(h, y)
     for k, e in enumerate(h.edges):
-        assert pen.table()["penalty"].iloc[k] == bf[e][3]
+        assert pen.table()["weight"].iloc[k] == bf[e][3]
         if bf[e][2] == 0 and bf[e][1] > 0:
             assert float(vals[k]) == pytest.approx(1.0, abs=2e-6)  # 1 − ε/(n + 2ε) ≥ 1 − 1e-6, float32
 
@@ -251,16 +251,16 @@ def test_real_chexpert_labeler(shared_data: Path) -> None:
     assert (obs == -1).any().any() and obs.isna().any().any()
     zeros = frame.copy()
     zeros[list(CHEXPERT_OBSERVATIONS)] = obs.fillna(0).replace(-1, 0)
-    h = chexpert()
+    h = chexpert_hierarchy()
     targets = chexpert_targets(zeros)
-    pen = ConditionalPenalty().fit(h, targets)
+    pen = ConditionalWeight().fit(h, targets)
     table = pen.table()
     assert (table["n"] == 500).all()
     # The labeler marks 'No Finding' with support devices: Abnormal → Other is violated in the data.
     row = table[(table.parent == "Abnormal") & (table.child == "Other")].iloc[0]
-    assert row["n_violation"] > 0 and row["penalty"] < 1
+    assert row["n_violation"] > 0 and row["weight"] < 1
     bf = _brute_force(h, targets[list(h.labels)].to_numpy())
-    assert table["penalty"].tolist() == [bf[e][3] for e in h.edges]
+    assert table["weight"].tolist() == [bf[e][3] for e in h.edges]
 
 
 def test_real_nih(shared_data: Path) -> None:
@@ -268,7 +268,7 @@ def test_real_nih(shared_data: Path) -> None:
     frame = pd.read_csv(shared_data / "nih" / "test_labels.csv")
     h = Hierarchy.from_dict({"Effusion": ["Pleural_Thickening"], "Infiltration": ["Pneumonia", "Consolidation"],
                              "Mass": ["Nodule"], "No Finding": []})
-    pen = ConditionalPenalty().fit(h, frame)
+    pen = ConditionalWeight().fit(h, frame)
     for k, (p, c) in enumerate(h.edges):
         neg = frame[frame[p] == 0]
         assert pen.table()["n_parent_neg"].iloc[k] == len(neg)
@@ -282,7 +282,7 @@ def _worker(rank: int, port: int, y: np.ndarray, out_dir: str) -> None:
     try:
         h = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"], "c": ["d"], "e": []})
         part = np.array_split(y, 2)[rank]
-        pen = ConditionalPenalty().fit(h, part, process_group=dist.group.WORLD)
+        pen = ConditionalWeight().fit(h, part, process_group=dist.group.WORLD)
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(pen.to_dict()))
     finally:
         dist.destroy_process_group()
@@ -290,12 +290,12 @@ def _worker(rank: int, port: int, y: np.ndarray, out_dir: str) -> None:
 
 @pytest.mark.distributed
 def test_distributed_equals_single_process(dag: Hierarchy, tmp_path: Path) -> None:
-    """Two gloo ranks fitting on halves get exactly the penalties of one process on the union."""
+    """Two gloo ranks fitting on halves get exactly the weights of one process on the union."""
     y = _random_labels(dag, 101, 5)
     spawn_two(_worker, free_port(), y, str(tmp_path))
-    want = ConditionalPenalty().fit(dag, y)
+    want = ConditionalWeight().fit(dag, y)
     for rank in range(2):
-        got = EdgePenalties.from_dict(json.loads((tmp_path / f"rank{rank}.json").read_text()))
+        got = EdgeWeights.from_dict(json.loads((tmp_path / f"rank{rank}.json").read_text()))
         assert got == want
         assert got.table().equals(want.table())
 
@@ -304,7 +304,7 @@ def test_dataframe_columns_in_reverse_order(dag: Hierarchy) -> None:
     """A one-block float64 frame whose columns are the labels reversed counts like the array in label order."""
     y = _random_labels(dag, 60, 6).astype(np.float64)
     frame = pd.DataFrame(np.ascontiguousarray(y[:, ::-1]), columns=list(dag.labels)[::-1])
-    assert torch.equal(ConditionalPenalty().fit(dag, frame).values, ConditionalPenalty().fit(dag, y).values)
+    assert torch.equal(ConditionalWeight().fit(dag, frame).values, ConditionalWeight().fit(dag, y).values)
     assert count_edges(dag, frame).n_violation.tolist() == [_brute_force(dag, y)[e][2] for e in dag.edges]
 
 
@@ -312,17 +312,17 @@ def test_nullable_columns(dag: Hierarchy) -> None:
     """Nullable Int64 / boolean / Float64 columns count like NumPy; <NA> is a missing value named with its column."""
     y = _random_labels(dag, 40, 7)
     frame = pd.DataFrame({lab: pd.array(y[:, j], dtype="Int64") for j, lab in enumerate(dag.labels)})
-    want = ConditionalPenalty().fit(dag, y).values
-    assert torch.equal(ConditionalPenalty().fit(dag, frame).values, want)
-    assert torch.equal(ConditionalPenalty().fit(dag, frame.astype("boolean")).values, want)
-    assert torch.equal(ConditionalPenalty().fit(dag, frame.astype("Float64")).values, want)
+    want = ConditionalWeight().fit(dag, y).values
+    assert torch.equal(ConditionalWeight().fit(dag, frame).values, want)
+    assert torch.equal(ConditionalWeight().fit(dag, frame.astype("boolean")).values, want)
+    assert torch.equal(ConditionalWeight().fit(dag, frame.astype("Float64")).values, want)
     frame.loc[[2, 5], "c"] = pd.NA
     with pytest.raises(ValueError, match=r"column 'c' holds 0 uncertain \(-1\) and 2 missing \(NaN\) values; pass "
                                          r"uncertain='zeros', 'ones' or 'ignore'"):
-        ConditionalPenalty().fit(dag, frame)
+        ConditionalWeight().fit(dag, frame)
     known = np.ones_like(y, dtype=bool)
     known[[2, 5], dag.index("c")] = False
-    table = ConditionalPenalty().fit(dag, frame, uncertain="ignore").table()
+    table = ConditionalWeight().fit(dag, frame, uncertain="ignore").table()
     want_counts = _brute_force(dag, y, known)
     assert [tuple(table.iloc[k][["n", "n_parent_neg", "n_violation"]]) for k in range(dag.num_edges)] == \
         [want_counts[e][:3] for e in dag.edges]
@@ -331,23 +331,23 @@ def test_nullable_columns(dag: Hierarchy) -> None:
 def test_nested_lists_are_a_matrix(dag: Hierarchy) -> None:
     """A list of rows (Python lists of numbers) is read as one (N, C) matrix; ragged or non-numeric rows are named."""
     y = _random_labels(dag, 30, 8)
-    want = ConditionalPenalty().fit(dag, y).values
-    assert torch.equal(ConditionalPenalty().fit(dag, y.tolist()).values, want)
-    assert torch.equal(ConditionalPenalty().fit(dag, y.astype(float).tolist()).values, want)
-    assert torch.equal(ConditionalPenalty().fit(dag, [tuple(row) for row in y.tolist()]).values, want)
+    want = ConditionalWeight().fit(dag, y).values
+    assert torch.equal(ConditionalWeight().fit(dag, y.tolist()).values, want)
+    assert torch.equal(ConditionalWeight().fit(dag, y.astype(float).tolist()).values, want)
+    assert torch.equal(ConditionalWeight().fit(dag, [tuple(row) for row in y.tolist()]).values, want)
     with pytest.raises(ValueError, match=r"labels row 1 has 4 values, row 0 has 5"):
-        ConditionalPenalty().fit(dag, [[0, 1, 0, 0, 0], [0, 1, 0, 0]])
+        ConditionalWeight().fit(dag, [[0, 1, 0, 0, 0], [0, 1, 0, 0]])
     with pytest.raises(ValueError, match=r"labels row 1, column 'b' holds the non-numeric value 'yes'"):
-        ConditionalPenalty().fit(dag, [[0, 1, 0, 0, 0], [0, "yes", 0, 0, 0]])
+        ConditionalWeight().fit(dag, [[0, 1, 0, 0, 0], [0, "yes", 0, 0, 0]])
     with pytest.raises(ValueError, match=r"Expected labels of shape \(N, 5\), got \(5,\)"):
-        ConditionalPenalty().fit(dag, [0, 1, 0, 0, 0])
+        ConditionalWeight().fit(dag, [0, 1, 0, 0, 0])
 
 
 @pytest.mark.parametrize(("make", "name"), [
-    (lambda v: ConditionalPenalty(smoothing=v), "smoothing"),
-    (lambda v: BetaPenalty(strength=v), "strength"),
-    (lambda v: BetaPenalty(prior_mean=v), "prior_mean"),
-    (lambda v: FixedPenalty(v), "value"),
+    (lambda v: ConditionalWeight(smoothing=v), "smoothing"),
+    (lambda v: BetaWeight(strength=v), "strength"),
+    (lambda v: BetaWeight(prior_mean=v), "prior_mean"),
+    (lambda v: FixedWeight(v), "value"),
 ])
 def test_estimator_arguments_must_be_numbers(make: Any, name: str) -> None:
     """Booleans and strings are refused with a TypeError, not read as 1.0 / 0.0; NumPy numbers are accepted."""
@@ -358,11 +358,11 @@ def test_estimator_arguments_must_be_numbers(make: Any, name: str) -> None:
     make(np.int64(1)) if name != "prior_mean" else make(np.int64(0))
 
 
-def test_beta_penalty_without_negative_parents(dag: Hierarchy) -> None:
+def test_beta_weight_without_negative_parents(dag: Hierarchy) -> None:
     """With no parent ever 0 the pooled prior rate falls back to m = 0.5, so every edge gets 0.5 (documented)."""
     y = np.ones((12, dag.num_labels))
-    assert BetaPenalty().fit(dag, y).values.tolist() == [0.5] * dag.num_edges
-    assert BetaPenalty(prior_mean=0.2).fit(dag, y).values.tolist() == pytest.approx([0.8] * dag.num_edges)
+    assert BetaWeight().fit(dag, y).values.tolist() == [0.5] * dag.num_edges
+    assert BetaWeight(prior_mean=0.2).fit(dag, y).values.tolist() == pytest.approx([0.8] * dag.num_edges)
 
 
 SHARD_SPLITS = {  # rows of the 101 labels on (rank 0, rank 1), and how rank 1 passes its shard
@@ -390,13 +390,13 @@ def _empty_shard_worker(rank: int, port: int, y: np.ndarray, out_dir: str) -> No
         h = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"], "c": ["d"], "e": []})
         results: dict[str, Any] = {}
         for name, (*rows, kind) in SHARD_SPLITS.items():
-            pen = ConditionalPenalty().fit(h, _shard(y, h, rows[rank], kind if rank == 1 else "array"),
+            pen = ConditionalWeight().fit(h, _shard(y, h, rows[rank], kind if rank == 1 else "array"),
                                            process_group=dist.group.WORLD)
             results[name] = pen.to_dict()
         for name, shard in {"both_empty": np.zeros((0, 5)),
                             "bad_value_on_rank0": np.full((3, 5), 2 if rank == 0 else 0)}.items():
             try:
-                ConditionalPenalty().fit(h, shard, process_group=dist.group.WORLD)
+                ConditionalWeight().fit(h, shard, process_group=dist.group.WORLD)
             except ValueError as err:
                 results[name] = str(err)
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
@@ -406,15 +406,15 @@ def _empty_shard_worker(rank: int, port: int, y: np.ndarray, out_dir: str) -> No
 
 @pytest.mark.distributed
 def test_distributed_empty_and_uneven_shards(dag: Hierarchy, tmp_path: Path) -> None:
-    """Ranks with no rows (array, frame, no chunks) or few rows get the single-process penalties of the union;
+    """Ranks with no rows (array, frame, no chunks) or few rows get the single-process weights of the union;
     if every rank is empty, or one rank's labels are invalid, every rank raises instead of waiting for the others."""
     y = _random_labels(dag, 101, 9)
     spawn_two(_empty_shard_worker, free_port(), y, str(tmp_path))
-    want = ConditionalPenalty().fit(dag, y)
+    want = ConditionalWeight().fit(dag, y)
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         for name in SHARD_SPLITS:
-            back = EdgePenalties.from_dict(got[name])
+            back = EdgeWeights.from_dict(got[name])
             assert back == want and back.table().equals(want.table()), (name, rank)
         assert "the label matrix is empty (0 rows on every rank)" in got["both_empty"]
     assert "column 'a' holds 2" in got_rank(tmp_path, 0)["bad_value_on_rank0"]

@@ -31,13 +31,14 @@ def test_public_names_resolve() -> None:
 
 
 def test_submodules_are_reachable_and_lazy() -> None:
-    """After `import hierloss as hl`, `hl.metrics`, `hl.datasets`, `hl.hierarchies`, `hl.penalties`, `hl.losses` and
+    """After `import hierloss as hl`, `hl.metrics`, `hl.datasets`, `hl.edge_weights`, `hl.losses`, `hl.layers` and
     `hl.functional` work; the optional and heavy dependencies load only when a submodule needing them is used."""
     code = ("import sys, hierloss as hl\n"
             "heavy = ('pandas', 'networkx', 'matplotlib', 'torchmetrics')\n"
             "before = [m for m in heavy if m in sys.modules]\n"
-            "assert hl.metrics.coherent and hl.datasets.load_hmc and hl.hierarchies.chexpert\n"
-            "assert hl.penalties.ConditionalPenalty and hl.losses.HBCELoss and hl.functional.hbce_loss\n"
+            "assert hl.metrics.coherent and hl.datasets.load_hmc and hl.datasets.chexpert_hierarchy\n"
+            "assert hl.edge_weights.ConditionalWeight and hl.losses.HBCELoss and hl.functional.hbce_loss\n"
+            "assert hl.layers.MaxConstraint\n"
             "assert 'metrics' in dir(hl)\n"
             "print(','.join(before))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

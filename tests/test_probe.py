@@ -32,8 +32,8 @@ from hierloss import (
     MultiLabelSoftmaxLoss,
     ZLPRLoss,
 )
+from hierloss.edge_weights import ConditionalWeight
 from hierloss.losses import hbce_backend
-from hierloss.penalties import ConditionalPenalty
 
 H = Hierarchy.from_dict({"Abnormal": ["Opacity", "Cardiac"], "Opacity": ["Edema", "Pneumonia"],
                          "Cardiac": ["Cardiomegaly"], "Fracture": []})
@@ -157,8 +157,8 @@ def test_bad_constructor_arguments_are_refused(value: float) -> None:
         HBCELoss(H, scale=value)
     with pytest.raises(ValueError, match="temperature"):
         HBCELoss(H, mode="soft", temperature=value)
-    with pytest.raises(ValueError, match="penalty of edge"):
-        HBCELoss(H, penalties=[1.0] * (H.num_edges - 1) + [value])
+    with pytest.raises(ValueError, match="weight of edge"):
+        HBCELoss(H, edge_weight=[1.0] * (H.num_edges - 1) + [value])
     with pytest.raises(ValueError, match="gamma_neg"):
         AsymmetricLoss(gamma_neg=value)
     with pytest.raises(ValueError, match="gamma"):
@@ -200,30 +200,30 @@ def test_hierarchy_from_any_edge_list(edges: list[tuple[str, str]]) -> None:
         assert set(h.descendants(label)) == nx.descendants(graph, label)
 
 
-# ---------------------------------------------------------------- penalties
+# ---------------------------------------------------------------- edge weights
 @SETTINGS
 @given(seed=st.integers(0, 10_000), order=st.permutations(range(C)))
-def test_penalties_take_columns_in_any_order(seed: int, order: list[int]) -> None:
-    """A DataFrame with the hierarchy's columns in any order (and an extra column) gives the penalties of the
+def test_edge_weights_take_columns_in_any_order(seed: int, order: list[int]) -> None:
+    """A DataFrame with the hierarchy's columns in any order (and an extra column) gives the weights of the
     canonical order; the same values as a NumPy matrix."""
     rng = np.random.default_rng(seed)
     y = H.propagate((rng.random((40, C)) < 0.3).astype(np.float64))
-    want = ConditionalPenalty().fit(H, y).values
+    want = ConditionalWeight().fit(H, y).values
     frame = pd.DataFrame(y, columns=list(H.labels))
     shuffled = frame[[H.labels[i] for i in order]].assign(Path="x")
-    np.testing.assert_allclose(ConditionalPenalty().fit(H, shuffled).values, want)
+    np.testing.assert_allclose(ConditionalWeight().fit(H, shuffled).values, want)
     reversed_block = pd.DataFrame(np.ascontiguousarray(y[:, ::-1]), columns=list(reversed(H.labels)))
-    np.testing.assert_allclose(ConditionalPenalty().fit(H, reversed_block).values, want)
+    np.testing.assert_allclose(ConditionalWeight().fit(H, reversed_block).values, want)
 
 
-def test_penalties_name_missing_columns_and_bad_values() -> None:
+def test_edge_weights_name_missing_columns_and_bad_values() -> None:
     """A missing label column and an impossible value are named."""
     frame = pd.DataFrame(np.zeros((5, C)), columns=list(H.labels))
     with pytest.raises(ValueError, match="Edema"):
-        ConditionalPenalty().fit(H, frame.drop(columns=["Edema"]))
+        ConditionalWeight().fit(H, frame.drop(columns=["Edema"]))
     frame.loc[2, "Cardiac"] = 3.0
     with pytest.raises(ValueError, match=r"Cardiac.*3\.0|3\.0.*Cardiac"):
-        ConditionalPenalty().fit(H, frame)
+        ConditionalWeight().fit(H, frame)
 
 
 # ---------------------------------------------------------------- degenerate cases equal PyTorch
@@ -249,7 +249,7 @@ def _ddp_data() -> tuple[Tensor, Tensor]:
 
 
 def _ddp_results(rows: list[slice], process_group: object = None) -> dict[str, object]:
-    """Streaming metrics and penalties after batches of 7 rows from ``rows`` (``compute()`` on every rank)."""
+    """Streaming metrics and edge weights after batches of 7 rows from ``rows`` (``compute()`` on every rank)."""
     import warnings
 
     from hierloss.metrics import AUROC, AveragePrecision, HierarchicalF1, ViolationRate
@@ -270,9 +270,9 @@ def _ddp_results(rows: list[slice], process_group: object = None) -> dict[str, o
         out["hf1"] = [float(v) for v in metrics["hf1"].compute_all()]
     labels = torch.cat([y[part] for part in rows]) if rows else torch.zeros(0, C)
     try:
-        out["penalties"] = ConditionalPenalty().fit(H, labels.numpy(), process_group=process_group).values.tolist()
+        out["edge_weights"] = ConditionalWeight().fit(H, labels.numpy(), process_group=process_group).values.tolist()
     except ValueError as error:
-        out["penalties"] = str(error)
+        out["edge_weights"] = str(error)
     return out
 
 
@@ -297,7 +297,7 @@ def _ddp_probe_worker(rank: int, port: int, out_dir: str) -> None:
 
 @pytest.mark.distributed
 def test_ddp_uneven_and_empty_shards_equal_one_process(tmp_path: object) -> None:
-    """Two gloo ranks, shards uneven or empty (one rank or both): every streaming metric and the fitted penalties
+    """Two gloo ranks, shards uneven or empty (one rank or both): every streaming metric and the fitted edge weights
     on every rank equal one process on the union (NaN / the same error when there is no data at all), within the
     time limit — no abort, no hang."""
     import json

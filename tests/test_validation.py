@@ -93,8 +93,8 @@ def test_probabilities_are_checked_with_from_logits_false() -> None:
         HBCELoss(H, mode="hard", from_logits=False)(logits, y)
     with pytest.raises(ValueError, match=r"column 2 \('Cardiac'\) holds 1\.7"):
         HierarchyPenalty(H, from_logits=False)(logits)
-    with pytest.raises(ValueError, match=r"`input` column 2 holds 1\.7"):
-        hierarchy_penalty(logits, H.edge_index, torch.ones(3), from_logits=False)
+    with pytest.raises(ValueError, match=r"`input` column 2 \('Cardiac'\) holds 1\.7"):
+        hierarchy_penalty(logits, H, from_logits=False)
     with pytest.raises(ValueError, match=r"column 0 \('Abnormal'\) holds nan"):
         HBCELoss(H, from_logits=False)(torch.tensor([[float("nan"), 0.5, 0.5, 0.5]]), y)
     assert torch.isfinite(HBCELoss(H, mode="hard", from_logits=False, validate_args=False)(logits, y))  # not refused
@@ -107,8 +107,8 @@ def test_pos_weight_must_be_finite_and_non_negative() -> None:
     with pytest.raises(ValueError, match=r"but label 'Edema' is nan"):
         HBCELoss(H, pos_weight=torch.tensor([1.0, 1.0, 1.0, float("nan")]), validate_args=False)
     x, y = torch.randn(2, 4), torch.zeros(2, 4)
-    with pytest.raises(ValueError, match=r"`pos_weight` must be finite and >= 0, but entry 0 is inf"):
-        hbce_loss(x, y, H.edge_index, torch.ones(3), pos_weight=torch.tensor([float("inf"), 1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"`pos_weight` must be finite and >= 0, but label 'Abnormal' is inf"):
+        hbce_loss(x, y, H, pos_weight=torch.tensor([float("inf"), 1.0, 1.0, 1.0]))
 
 
 def test_validation_is_skipped_under_compile() -> None:

@@ -8,13 +8,12 @@ from typing import Any
 
 from hierloss import functional
 from hierloss.hierarchy import Hierarchy
+from hierloss.layers import LabelGraphRefinement, MaxConstraint
 from hierloss.losses import (
     AsymmetricLoss,
     FocalLoss,
     HBCELoss,
     HierarchyPenalty,
-    LabelGraphRefinement,
-    MaxConstraint,
     MCLoss,
     MultiLabelSoftmaxLoss,
     ZLPRLoss,
@@ -27,7 +26,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 #: Submodules reachable as attributes (``hierloss.metrics.coherent``), imported on first use so that
 #: ``import hierloss`` stays light: it imports neither pandas, networkx, matplotlib nor torchmetrics.
-_SUBMODULES = ("datasets", "hierarchies", "losses", "metrics", "penalties", "propagation")
+_SUBMODULES = ("datasets", "edge_weights", "layers", "losses", "metrics", "propagation")
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
-"""Per-edge penalties estimated from label matrices (the data-driven weights of hierarchical BCE).
+"""Per-edge weights ``w_e`` of the hierarchy penalty, estimated from label matrices.
 
-For an edge parent → child, the paper's data-driven penalty is ``w = 1 − P̂(child = 1 | parent = 0)``: edges
-that the training labels never violate get a penalty near 1, edges that the data itself often violates get a
+For an edge parent → child, the paper's data-driven weight (its "penalty") is ``w = 1 − P̂(child = 1 | parent = 0)``:
+edges that the training labels never violate get a weight near 1, edges that the data itself often violates get a
 smaller one. Every estimator works from three counts per edge, all sums over rows (so chunked, streamed and
 distributed inputs give the same answer):
 
@@ -29,12 +29,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "BetaPenalty",
-    "ConditionalPenalty",
+    "BetaWeight",
+    "ConditionalWeight",
     "EdgeCounts",
-    "EdgePenalties",
-    "FixedPenalty",
-    "PenaltyEstimator",
+    "EdgeWeights",
+    "FixedWeight",
+    "WeightEstimator",
     "count_edges",
 ]
 
@@ -65,12 +65,12 @@ class EdgeCounts:
         return EdgeCounts(stacked[0], stacked[1], stacked[2])
 
 
-class EdgePenalties:
-    """Immutable per-edge penalties of a hierarchy, usable directly as ``HBCELoss(h, penalties=...)``.
+class EdgeWeights:
+    """Immutable per-edge weights of a hierarchy, usable directly as ``HBCELoss(h, edge_weight=...)``.
 
     Args:
-        hierarchy: the hierarchy whose edges the penalties follow.
-        values: ``(E,)`` penalties in ``hierarchy.edges`` order.
+        hierarchy: the hierarchy whose edges the weights follow.
+        values: ``(E,)`` weights in ``hierarchy.edges`` order.
         counts: the counts they were estimated from, if any.
         estimator: a description of the estimator, for the table and serialisation.
     """
@@ -80,11 +80,11 @@ class EdgePenalties:
         tensor = torch.as_tensor(values if isinstance(values, Tensor) else list(values), dtype=torch.float64)
         tensor = tensor.detach().to("cpu")
         if tensor.shape != (hierarchy.num_edges,):
-            raise ValueError(f"Expected {hierarchy.num_edges} penalties (one per edge), got shape "
+            raise ValueError(f"Expected {hierarchy.num_edges} edge weights (one per edge), got shape "
                              f"{tuple(tensor.shape)}")
         if not bool(torch.isfinite(tensor).all()):
             bad = int(torch.nonzero(~torch.isfinite(tensor))[0])
-            raise ValueError(f"penalty of edge {hierarchy.edges[bad]!r} is {float(tensor[bad])!r}; penalties "
+            raise ValueError(f"weight of edge {hierarchy.edges[bad]!r} is {float(tensor[bad])!r}; edge weights "
                              "must be finite")
         self._hierarchy = hierarchy
         self._values = tensor
@@ -93,46 +93,46 @@ class EdgePenalties:
 
     @property
     def hierarchy(self) -> Hierarchy:
-        """The hierarchy the penalties belong to."""
+        """The hierarchy the weights belong to."""
         return self._hierarchy
 
     @property
     def values(self) -> Tensor:
-        """``(E,)`` float32 tensor of penalties, aligned with ``hierarchy.edges`` (a new tensor each call)."""
+        """``(E,)`` float32 tensor of weights, aligned with ``hierarchy.edges`` (a new tensor each call)."""
         return self._values.to(torch.float32)
 
     @property
     def counts(self) -> EdgeCounts | None:
-        """The counts behind the penalties (``None`` for a fixed penalty)."""
+        """The counts behind the weights (``None`` for a fixed weight)."""
         return self._counts
 
     @property
     def estimator(self) -> str:
-        """Description of the estimator that produced the penalties."""
+        """Description of the estimator that produced the weights."""
         return self._estimator
 
     def __len__(self) -> int:
         return int(self._values.numel())
 
     def __repr__(self) -> str:
-        return f"EdgePenalties(num_edges={len(self)}, estimator={self._estimator!r})"
+        return f"EdgeWeights(num_edges={len(self)}, estimator={self._estimator!r})"
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, EdgePenalties):
+        if not isinstance(other, EdgeWeights):
             return NotImplemented
         return self._hierarchy == other._hierarchy and torch.equal(self._values, other._values)
 
     __hash__ = None  # type: ignore[assignment]
 
     def as_mapping(self) -> dict[tuple[str, str], float]:
-        """``{(parent, child): penalty}`` for every edge."""
+        """``{(parent, child): weight}`` for every edge."""
         return dict(zip(self._hierarchy.edges, self._values.tolist()))
 
     def table(self) -> pd.DataFrame:
-        """One row per edge: ``parent, child, n, n_parent_neg, n_violation, p_violation, penalty``.
+        """One row per edge: ``parent, child, n, n_parent_neg, n_violation, p_violation, weight``.
 
         ``p_violation`` is ``n_violation / n_parent_neg`` (NaN where the parent is never negative); counts are
-        missing (``<NA>``) for penalties that were not estimated from labels.
+        missing (``<NA>``) for weights that were not estimated from labels.
         """
         import pandas as pd
 
@@ -150,34 +150,34 @@ class EdgePenalties:
             for col in ("n", "n_parent_neg", "n_violation"):
                 frame[col] = pd.array([pd.NA] * len(edges), dtype="Int64")
             frame["p_violation"] = np.nan
-        frame["penalty"] = self._values.numpy()
+        frame["weight"] = self._values.numpy()
         result: pd.DataFrame = frame
         return result
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict: hierarchy, estimator, penalties and counts."""
+        """A JSON-serialisable dict: hierarchy, estimator, weights and counts."""
         out: dict[str, Any] = {
             "hierarchy": {"labels": list(self._hierarchy.labels), "edges": [list(e) for e in self._hierarchy.edges]},
             "estimator": self._estimator,
-            "penalties": self._values.tolist(),
+            "weights": self._values.tolist(),
         }
         if self._counts is not None:
             out["counts"] = {k: getattr(self._counts, k).cpu().tolist() for k in ("n", "n_parent_neg", "n_violation")}
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EdgePenalties:
+    def from_dict(cls, data: Mapping[str, Any]) -> EdgeWeights:
         """Inverse of :meth:`to_dict`."""
-        for key in ("hierarchy", "penalties"):
+        for key in ("hierarchy", "weights"):
             if key not in data:
-                raise ValueError(f"EdgePenalties.from_dict: missing key {key!r}")
+                raise ValueError(f"EdgeWeights.from_dict: missing key {key!r}")
         h = data["hierarchy"]
         hierarchy = Hierarchy(h["labels"], [tuple(e) for e in h["edges"]])
         counts = None
         if data.get("counts") is not None:
             c = data["counts"]
             counts = EdgeCounts(*(torch.tensor(c[k], dtype=torch.long) for k in ("n", "n_parent_neg", "n_violation")))
-        return cls(hierarchy, data["penalties"], counts, str(data.get("estimator", "")))
+        return cls(hierarchy, data["weights"], counts, str(data.get("estimator", "")))
 
 
 # ---------------------------------------------------------------------------------------------- counting
@@ -375,7 +375,7 @@ def count_edges(hierarchy: Hierarchy, labels: Any, uncertain: UncertainPolicy | 
     if process_group is None:
         total, rows, _ = _count_local(hierarchy, labels, uncertain)
         if total is None or rows == 0:
-            raise ValueError("the label matrix is empty (0 rows); penalties need at least one row")
+            raise ValueError("the label matrix is empty (0 rows); edge weights need at least one row")
         return total
     return _count_distributed(hierarchy, labels, uncertain, process_group)
 
@@ -446,9 +446,9 @@ def _count_distributed(hierarchy: Hierarchy, labels: Any, uncertain: str | None,
     if failed:
         who = f"rank {failed[0]}" if len(failed) == 1 else f"ranks {failed}"
         raise ValueError(f"{who} of the process group could not count its labels (see the error raised there); "
-                         "no rank estimated penalties")
+                         "no rank estimated edge weights")
     if int(vector[3 * edges]) == 0:
-        raise ValueError("the label matrix is empty (0 rows on every rank); penalties need at least one row")
+        raise ValueError("the label matrix is empty (0 rows on every rank); edge weights need at least one row")
     return EdgeCounts(vector[:edges], vector[edges:2 * edges], vector[2 * edges:3 * edges])
 
 
@@ -459,23 +459,23 @@ def _check_number(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
 
 
-class PenaltyEstimator:
-    """Base class: ``fit(hierarchy, labels, uncertain=None, process_group=None) -> EdgePenalties``."""
+class WeightEstimator:
+    """Base class: ``fit(hierarchy, labels, uncertain=None, process_group=None) -> EdgeWeights``."""
 
     def fit(self, hierarchy: Hierarchy, labels: Any, uncertain: UncertainPolicy | None = None,
-            process_group: Any = None) -> EdgePenalties:
-        """Estimate per-edge penalties from ``labels`` (see :func:`count_edges` for the accepted inputs)."""
+            process_group: Any = None) -> EdgeWeights:
+        """Estimate per-edge weights from ``labels`` (see :func:`count_edges` for the accepted inputs)."""
         counts = count_edges(hierarchy, labels, uncertain=uncertain, process_group=process_group)
-        values = self.penalties_from_counts(counts)
-        return EdgePenalties(hierarchy, values, counts=counts, estimator=repr(self))
+        values = self.weights_from_counts(counts)
+        return EdgeWeights(hierarchy, values, counts=counts, estimator=repr(self))
 
-    def penalties_from_counts(self, counts: EdgeCounts) -> Tensor:
-        """Map counts to float64 penalties of shape ``(E,)``."""
+    def weights_from_counts(self, counts: EdgeCounts) -> Tensor:
+        """Map counts to float64 weights of shape ``(E,)``."""
         raise NotImplementedError
 
 
-class ConditionalPenalty(PenaltyEstimator):
-    """The paper's data-driven penalty, ``w = 1 − (n_violation + ε) / (n_parent_neg + 2ε)``.
+class ConditionalWeight(WeightEstimator):
+    """The paper's data-driven weight, ``w = 1 − (n_violation + ε) / (n_parent_neg + 2ε)``.
 
     Numerically identical to the reference (float64 arithmetic, ``ε = smoothing``). Edge cases, never NaN: an
     edge whose parent is never negative (or whose rows are all ignored) gets ``1 − ε / 2ε = 0.5``; an edge never
@@ -489,7 +489,7 @@ class ConditionalPenalty(PenaltyEstimator):
         >>> from hierloss import Hierarchy
         >>> h = Hierarchy.from_edges([("a", "b")])
         >>> y = np.array([[0, 0], [0, 1], [1, 1], [0, 0]])
-        >>> ConditionalPenalty().fit(h, y).values  # 1 violation among 3 rows with a = 0
+        >>> ConditionalWeight().fit(h, y).values  # 1 violation among 3 rows with a = 0
         tensor([0.6667])
     """
 
@@ -500,9 +500,9 @@ class ConditionalPenalty(PenaltyEstimator):
         self.smoothing = float(smoothing)
 
     def __repr__(self) -> str:
-        return f"ConditionalPenalty(smoothing={self.smoothing!r})"
+        return f"ConditionalWeight(smoothing={self.smoothing!r})"
 
-    def penalties_from_counts(self, counts: EdgeCounts) -> Tensor:
+    def weights_from_counts(self, counts: EdgeCounts) -> Tensor:
         """``1 − (n_violation + ε) / (n_parent_neg + 2ε)`` in float64."""
         eps = self.smoothing
         n_vio = counts.n_violation.to(torch.float64).cpu()
@@ -510,12 +510,12 @@ class ConditionalPenalty(PenaltyEstimator):
         return 1.0 - (n_vio + eps) / (n_neg + 2.0 * eps)
 
 
-class BetaPenalty(PenaltyEstimator):
-    """Shrunken data-driven penalty: ``w = 1 − (n_violation + α·m) / (n_parent_neg + α)``.
+class BetaWeight(WeightEstimator):
+    """Shrunken data-driven weight: ``w = 1 − (n_violation + α·m) / (n_parent_neg + α)``.
 
     The posterior mean of ``P(child = 1 | parent = 0)`` under a ``Beta(α·m, α·(1 − m))`` prior. The conditional
     estimator trusts every count fully: a parent that is negative in only three rows, none with the child
-    positive, gets a penalty of ≈ 1 — as confident as an edge backed by a million rows. Here ``α`` acts as
+    positive, gets a weight of ≈ 1 — as confident as an edge backed by a million rows. Here ``α`` acts as
     ``α`` pseudo-rows at the prior rate ``m``, so sparsely observed edges are pulled toward ``1 − m`` while
     well-observed edges keep their data-driven value. By default ``m`` is the pooled violation rate of the whole
     hierarchy, ``Σ n_violation / Σ n_parent_neg`` (empirical Bayes); ``prior_mean=0.5, strength=2`` is Laplace
@@ -540,9 +540,9 @@ class BetaPenalty(PenaltyEstimator):
         self.prior_mean = None if prior_mean is None else float(prior_mean)
 
     def __repr__(self) -> str:
-        return f"BetaPenalty(strength={self.strength!r}, prior_mean={self.prior_mean!r})"
+        return f"BetaWeight(strength={self.strength!r}, prior_mean={self.prior_mean!r})"
 
-    def penalties_from_counts(self, counts: EdgeCounts) -> Tensor:
+    def weights_from_counts(self, counts: EdgeCounts) -> Tensor:
         """``1 − (n_violation + α·m) / (n_parent_neg + α)`` in float64."""
         n_vio = counts.n_violation.to(torch.float64).cpu()
         n_neg = counts.n_parent_neg.to(torch.float64).cpu()
@@ -554,11 +554,11 @@ class BetaPenalty(PenaltyEstimator):
         return 1.0 - (n_vio + self.strength * m) / (n_neg + self.strength)
 
 
-class FixedPenalty(PenaltyEstimator):
-    """One constant penalty ``β`` for every edge; ``fit`` ignores the labels.
+class FixedWeight(WeightEstimator):
+    """One constant weight ``β`` for every edge; ``fit`` ignores the labels.
 
     Args:
-        value: the penalty ``β`` (finite, ≥ 0).
+        value: the weight ``β`` (finite, ≥ 0).
     """
 
     def __init__(self, value: float = 1.0) -> None:
@@ -568,14 +568,14 @@ class FixedPenalty(PenaltyEstimator):
         self.value = float(value)
 
     def __repr__(self) -> str:
-        return f"FixedPenalty(value={self.value!r})"
+        return f"FixedWeight(value={self.value!r})"
 
     def fit(self, hierarchy: Hierarchy, labels: Any = None, uncertain: UncertainPolicy | None = None,
-            process_group: Any = None) -> EdgePenalties:
+            process_group: Any = None) -> EdgeWeights:
         """Return ``β`` for every edge of ``hierarchy``; ``labels`` are not read."""
-        return EdgePenalties(hierarchy, torch.full((hierarchy.num_edges,), self.value, dtype=torch.float64),
+        return EdgeWeights(hierarchy, torch.full((hierarchy.num_edges,), self.value, dtype=torch.float64),
                              estimator=repr(self))
 
-    def penalties_from_counts(self, counts: EdgeCounts) -> Tensor:
+    def weights_from_counts(self, counts: EdgeCounts) -> Tensor:
         """``β`` for every edge."""
         return torch.full(counts.n.shape, self.value, dtype=torch.float64)

@@ -507,50 +507,51 @@ class Hierarchy:
 
     # ------------------------------------------------------------------ propagation
     @overload
-    def propagate(self, y: np.ndarray) -> np.ndarray: ...
+    def propagate(self, labels: np.ndarray) -> np.ndarray: ...
     @overload
-    def propagate(self, y: Tensor) -> Tensor: ...
+    def propagate(self, labels: Tensor) -> Tensor: ...
     @overload
-    def propagate(self, y: pd.DataFrame) -> pd.DataFrame: ...
+    def propagate(self, labels: pd.DataFrame) -> pd.DataFrame: ...
 
-    def propagate(self, y: Any) -> Any:
+    def propagate(self, labels: Any) -> Any:
         """Apply the true-path rule: every ancestor of a positive label becomes positive.
 
         Args:
-            y: ``(N, C)`` or ``(C,)`` 0/1 labels (bool, integer or float) as a NumPy array or a torch tensor (which
-                stays on its device), or a pandas DataFrame whose columns include every label (matched by name, in
-                any order; other columns are returned untouched). Nullable pandas columns (``Int64``,
+            labels: ``(N, C)`` or ``(C,)`` 0/1 labels (bool, integer or float) as a NumPy array or a torch tensor
+                (which stays on its device), or a pandas DataFrame whose columns include every label (matched by
+                name, in any order; other columns are returned untouched). Nullable pandas columns (``Int64``,
                 ``boolean``, ...) are accepted when they hold no missing value.
 
         Returns:
-            The same type, shape and dtype as ``y`` (each DataFrame column keeps its dtype); positives are only
+            The same type, shape and dtype as ``labels`` (each DataFrame column keeps its dtype); positives are only
             ever added.
 
         Raises:
             ValueError: if a value is not 0 or 1 (naming the column and the value), a DataFrame column holds missing
                 values (``<NA>``; naming the column), or the shape does not match.
-            TypeError: if ``y`` is of another type, or a label column of a DataFrame has a dtype other than bool,
-                integer or float (naming the column).
+            TypeError: if ``labels`` is of another type, or a label column of a DataFrame has a dtype other than
+                bool, integer or float (naming the column).
         """
-        if isinstance(y, Tensor):
-            return self._propagate_tensor(y)
-        if isinstance(y, np.ndarray):
-            return self._propagate_tensor(torch.from_numpy(np.ascontiguousarray(y))).numpy()
+        if isinstance(labels, Tensor):
+            return self._propagate_tensor(labels)
+        if isinstance(labels, np.ndarray):
+            return self._propagate_tensor(torch.from_numpy(np.ascontiguousarray(labels))).numpy()
         import pandas as pd
 
-        if isinstance(y, pd.DataFrame):
-            missing = [lab for lab in self._labels if lab not in y.columns]
+        if isinstance(labels, pd.DataFrame):
+            missing = [lab for lab in self._labels if lab not in labels.columns]
             if missing:
                 raise ValueError(f"DataFrame is missing hierarchy label columns: {missing!r}")
-            frame = y.loc[:, list(self._labels)]
+            frame = labels.loc[:, list(self._labels)]
             values = self.propagate(self._frame_values(frame))
-            out = y.copy()
+            out = labels.copy()
             for j, (lab, dtype) in enumerate(zip(self._labels, frame.dtypes)):
                 column = values[:, j]
                 out[lab] = column.astype(dtype, copy=False) if isinstance(dtype, np.dtype) else (
                     pd.array(column).astype(dtype))
             return out
-        raise TypeError(f"propagate expects a numpy array, torch tensor or pandas DataFrame, got {type(y).__name__}")
+        raise TypeError("propagate expects a numpy array, torch tensor or pandas DataFrame, got "
+                        f"{type(labels).__name__}")
 
     def _frame_values(self, frame: pd.DataFrame) -> np.ndarray:
         """The label columns of ``frame`` (in label order) as one NumPy array of a bool, integer or float dtype.

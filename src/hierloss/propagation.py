@@ -99,11 +99,11 @@ def propagate_levels(values: Tensor, source: Tensor, target: Tensor, sizes: tupl
     return out
 
 
-def max_over_descendants(values: Tensor, hierarchy: Hierarchy) -> Tensor:
+def max_over_descendants(input: Tensor, hierarchy: Hierarchy) -> Tensor:
     """Each label's score becomes the max over itself and all its descendants.
 
     Args:
-        values: ``(..., C)`` scores with ``C = hierarchy.num_labels`` (probabilities, logits or 0/1).
+        input: ``(..., C)`` scores with ``C = hierarchy.num_labels`` (probabilities, logits or 0/1).
         hierarchy: the label hierarchy.
 
     Returns:
@@ -113,15 +113,15 @@ def max_over_descendants(values: Tensor, hierarchy: Hierarchy) -> Tensor:
     The level plan's index tensors are built (and copied to the device) on every call; in a training or
     inference loop use :class:`~hierloss.MaxConstraint`, which keeps them in buffers.
     """
-    plan = PropagationPlan.upward(hierarchy, values.device)
-    return propagate_levels(values, plan.source, plan.target, plan.sizes, plan.reduce)
+    plan = PropagationPlan.upward(hierarchy, input.device)
+    return propagate_levels(input, plan.source, plan.target, plan.sizes, plan.reduce)
 
 
-def min_over_ancestors(values: Tensor, hierarchy: Hierarchy) -> Tensor:
+def min_over_ancestors(input: Tensor, hierarchy: Hierarchy) -> Tensor:
     """Each label's score becomes the min over itself and all its ancestors.
 
     Args:
-        values: ``(..., C)`` scores with ``C = hierarchy.num_labels``.
+        input: ``(..., C)`` scores with ``C = hierarchy.num_labels``.
         hierarchy: the label hierarchy.
 
     Returns:
@@ -130,5 +130,5 @@ def min_over_ancestors(values: Tensor, hierarchy: Hierarchy) -> Tensor:
 
     The level plan's index tensors are built (and copied to the device) on every call.
     """
-    plan = PropagationPlan.downward(hierarchy, values.device)
-    return propagate_levels(values, plan.source, plan.target, plan.sizes, plan.reduce)
+    plan = PropagationPlan.downward(hierarchy, input.device)
+    return propagate_levels(input, plan.source, plan.target, plan.sizes, plan.reduce)

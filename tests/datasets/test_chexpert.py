@@ -1,4 +1,4 @@
-"""Tests for hierloss.hierarchies: the CheXpert hierarchy and the reference's target derivation."""
+"""Tests for hierloss.datasets: the CheXpert hierarchy and the reference's target derivation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierloss.hierarchies import CHEXPERT_OBSERVATIONS, chexpert, chexpert_targets
+from hierloss.datasets import CHEXPERT_OBSERVATIONS, chexpert_hierarchy, chexpert_targets
 
 _EDGES = {
     ("Abnormal", "Opacity"), ("Abnormal", "Cardiac"), ("Abnormal", "Other"),
@@ -52,7 +52,7 @@ def _reference_targets(frame: pd.DataFrame, uncertain: bool = True) -> pd.DataFr
 
 def test_chexpert_structure() -> None:
     """21 labels in the reference order and exactly the paper's 20 edges."""
-    h = chexpert()
+    h = chexpert_hierarchy()
     assert h.labels == (*sorted(CHEXPERT_OBSERVATIONS), "Uncertain", "Abnormal", "Cardiac", "Fluid Accumulation",
                         "Missing Lung Tissue", "Opacity", "Other")
     assert set(h.edges) == _EDGES and h.num_edges == 20
@@ -63,7 +63,7 @@ def test_chexpert_structure() -> None:
 
 def test_chexpert_without_uncertain() -> None:
     """uncertain=False drops the 'Uncertain' label only."""
-    h = chexpert(uncertain=False)
+    h = chexpert_hierarchy(uncertain_label=False)
     assert h.num_labels == 20 and "Uncertain" not in h.labels and h.num_edges == 20
 
 
@@ -71,10 +71,10 @@ def test_targets_match_reference_on_real_file(shared_data: Path) -> None:
     """On the CheXpert test ground truth the vectorised derivation equals the reference's row loop."""
     frame = pd.read_csv(shared_data / "chexpert" / "test_groundtruth.csv")
     for uncertain in (True, False):
-        got = chexpert_targets(frame, uncertain=uncertain)
+        got = chexpert_targets(frame, uncertain_label=uncertain)
         want = _reference_targets(frame, uncertain=uncertain)
         pd.testing.assert_frame_equal(got, want, check_like=True)
-        labels = list(chexpert(uncertain).labels)
+        labels = list(chexpert_hierarchy(uncertain).labels)
         assert got[labels].shape == (500, len(labels))
 
 

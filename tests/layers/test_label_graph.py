@@ -1,4 +1,4 @@
-"""Tests for hierloss.losses.label_graph: identity at init, a naive coupling loop, sparsity masks and training."""
+"""Tests for hierloss.layers.label_graph: identity at init, a naive coupling loop, sparsity masks and training."""
 
 from __future__ import annotations
 
@@ -90,11 +90,10 @@ def test_gradcheck(h: Hierarchy) -> None:
     z = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     dense = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(label_graph_refinement, (z, dense))
-    layer = LabelGraphRefinement(5, h)
-    pairs = layer.pair_index
+    pairs = LabelGraphRefinement(5, h).pair_index
     assert pairs is not None
     weights = torch.randn(pairs.shape[1], dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w: label_graph_refinement(x, w, pairs), (z, weights))
+    assert torch.autograd.gradcheck(lambda x, w: label_graph_refinement(x, w, h), (z, weights))
 
 
 def test_extreme_and_fp16(h: Hierarchy) -> None:
@@ -147,5 +146,6 @@ def test_errors(h: Hierarchy) -> None:
         LabelGraphRefinement(5, h)(torch.randn(2, 3))
     with pytest.raises(ValueError, match=r"Expected a dense `weight` of shape \(3, 3\), got \(2, 2\)"):
         label_graph_refinement(torch.randn(2, 3), torch.zeros(2, 2))
-    with pytest.raises(ValueError, match=r"Expected pair_index \(2, P\) and weight \(P,\), got \(2, 4\) and \(3,\)"):
-        label_graph_refinement(torch.randn(2, 3), torch.zeros(3), torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"Expected `weight` of shape \(6,\): one per coupling pair of the hierarchy, "
+                                         r"got \(3,\)"):
+        label_graph_refinement(torch.randn(2, 5), torch.zeros(3), h)

@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hierloss import HBCELoss, Hierarchy, HierarchyPenalty
+from hierloss.datasets import chexpert_hierarchy
+from hierloss.edge_weights import ConditionalWeight, FixedWeight
 from hierloss.functional import hbce_loss
-from hierloss.hierarchies import chexpert
 from hierloss.losses import _hbce_backend, hbce_backend
-from hierloss.penalties import ConditionalPenalty, FixedPenalty
 
 MODES = ("soft", "hard", "hinge", "squared_hinge", "logit_hinge")
 TRAINABLE = ("soft", "hinge", "squared_hinge", "logit_hinge")
@@ -96,18 +96,18 @@ def naive_hbce(logits: torch.Tensor, target: torch.Tensor, h: Hierarchy, weights
 @pytest.mark.parametrize("data_driven", [True, False])
 def test_hard_mode_reproduces_reference(reduction: str, data_driven: bool) -> None:
     """mode='hard', from_logits=False equals the Keras port in float32 (relative error <= 1e-5)."""
-    h = chexpert()
+    h = chexpert_hierarchy()
     rng = np.random.default_rng(0)
     y = (rng.random((64, 21)) < 0.3).astype(np.float32)
     p = rng.random((64, 21)).astype(np.float32)
     p[0, :5] = [0.0, 1.0, 1e-9, 1 - 1e-9, 0.5]  # clipping corners
     if data_driven:
-        pen = ConditionalPenalty().fit(h, (rng.random((200, 21)) < 0.3).astype(np.int64))
+        pen = ConditionalWeight().fit(h, (rng.random((200, 21)) < 0.3).astype(np.int64))
         scale, weights = 0.7, (pen.values * 0.7).tolist()
     else:
-        pen, scale = FixedPenalty(0.1).fit(h), 1.0
+        pen, scale = FixedWeight(0.1).fit(h), 1.0
         weights = [0.1] * h.num_edges
-    loss = HBCELoss(h, penalties=pen, scale=scale, mode="hard", from_logits=False, reduction=reduction)
+    loss = HBCELoss(h, edge_weight=pen, scale=scale, mode="hard", from_logits=False, reduction=reduction)
     got = loss(torch.from_numpy(p), torch.from_numpy(y)).numpy()
     want = keras_reference(y, p, list(h.edge_indices), weights, reduction)
     np.testing.assert_allclose(got, want, rtol=1e-5)
@@ -116,18 +116,18 @@ def test_hard_mode_reproduces_reference(reduction: str, data_driven: bool) -> No
 def test_hard_mode_gradient_equals_bce_gradient() -> None:
     """The reference penalty has zero gradient: HBCE-hard's gradient equals the clipped BCE's, and with logits
     equals BCEWithLogits'."""
-    h = chexpert()
+    h = chexpert_hierarchy()
     torch.manual_seed(0)
     p = torch.rand(32, 21, requires_grad=True)
     y = (torch.rand(32, 21) < 0.3).float()
-    HBCELoss(h, penalties=5.0, mode="hard", from_logits=False)(p, y).backward()
+    HBCELoss(h, edge_weight=5.0, mode="hard", from_logits=False)(p, y).backward()
     grad_hbce = p.grad.clone()
     p.grad = None
     pc = p.clamp(1e-7, 1 - 1e-7)
     (-(y * pc.log() + (1 - y) * (1 - pc).log())).mean().backward()
     torch.testing.assert_close(grad_hbce, p.grad, rtol=0, atol=0)
     x = torch.randn(32, 21, requires_grad=True)
-    hard = HBCELoss(h, penalties=5.0, mode="hard")(x, y)
+    hard = HBCELoss(h, edge_weight=5.0, mode="hard")(x, y)
     assert hard.item() > F.binary_cross_entropy_with_logits(x, y).item()  # the penalty changes the value...
     (g_hard,) = torch.autograd.grad(hard, x)
     (g_bce,) = torch.autograd.grad(F.binary_cross_entropy_with_logits(x, y), x)
@@ -176,7 +176,7 @@ def test_matches_naive_loop(dag: Hierarchy, mode: str, edge_reduction: str, kern
     y[0, 1], y[2, 3], y[4, :] = float("nan"), -1.0, float("nan")
     weights = [0.5, 1.0, 2.0, 0.25, 1.5]
     pw = torch.rand(dag.num_labels, dtype=torch.float64) + 0.5
-    crit = HBCELoss(dag, penalties=weights, scale=1.3, mode=mode, temperature=0.2, reduction="none",
+    crit = HBCELoss(dag, edge_weight=weights, scale=1.3, mode=mode, temperature=0.2, reduction="none",
                     edge_reduction=edge_reduction, pos_weight=pw, ignore_index=-1)
     got = crit(x, y)
     want = naive_hbce(x, y, dag, weights, 1.3, mode, 0.5, 0.2, edge_reduction, pw, -1)
@@ -203,7 +203,7 @@ def test_reduced_loss_matches_naive_loop(dag: Hierarchy, mode: str, reduction: s
     y[0, 0] = 0.3  # a soft target
     weights = [0.5, 1.0, 2.0, 0.25, 1.5]
     pw = torch.rand(dag.num_labels, dtype=torch.float64) + 0.5 if with_pos_weight else None
-    crit = HBCELoss(dag, penalties=weights, scale=0.9, mode=mode, temperature=0.2, reduction=reduction,
+    crit = HBCELoss(dag, edge_weight=weights, scale=0.9, mode=mode, temperature=0.2, reduction=reduction,
                     pos_weight=pw)
     got = crit(x, y) * 2.5
     per_sample = naive_hbce(x, y, dag, weights, 0.9, mode, 0.5, 0.2, "sum" if mode == "hard" else "mean", pw)
@@ -230,7 +230,7 @@ def test_empty_batch_behaves_like_bce(dag: Hierarchy, reduction: str) -> None:
 def test_large_batch_equals_bce_and_per_sample_path() -> None:
     """At a batch large enough for the product form (2048 x 21), scale=0 equals PyTorch's BCE, and the default loss
     equals the mean of its per-sample values (computed without the product form), gradients included."""
-    h = chexpert()
+    h = chexpert_hierarchy()
     torch.manual_seed(23)
     x = (torch.randn(2048, h.num_labels) * 3).requires_grad_()
     y = (torch.rand(2048, h.num_labels) < 0.2).float()
@@ -252,7 +252,7 @@ def test_gradcheck_float64(dag: Hierarchy, mode: str, kernel: tuple[str, str | N
     x = (torch.randn(5, dag.num_labels, dtype=torch.float64) * 2).requires_grad_()
     y = (torch.rand(5, dag.num_labels) < 0.5).double()
     y[1, 2] = float("nan")
-    crit = HBCELoss(dag, penalties=[1.0, 2.0, 0.5, 1.0, 3.0], scale=0.8, mode=mode, temperature=0.3,
+    crit = HBCELoss(dag, edge_weight=[1.0, 2.0, 0.5, 1.0, 3.0], scale=0.8, mode=mode, temperature=0.3,
                     reduction="none", pos_weight=torch.full((dag.num_labels,), 2.0, dtype=torch.float64))
     assert torch.autograd.gradcheck(lambda z: crit(z, y), (x,))
 
@@ -265,8 +265,8 @@ def test_logit_hinge_is_positive_on_the_same_edges_as_hinge(dag: Hierarchy) -> N
     per_edge = dict(reduction="none", edge_reduction="sum", scale=1.0)
     for i, (par, chi) in enumerate(dag.edge_indices):
         weights = [float(k == i) for k in range(dag.num_edges)]
-        logit = HierarchyPenalty(dag, penalties=weights, mode="logit_hinge", **per_edge)(x)
-        prob = HierarchyPenalty(dag, penalties=weights, mode="hinge", **per_edge)(x)
+        logit = HierarchyPenalty(dag, edge_weight=weights, mode="logit_hinge", **per_edge)(x)
+        prob = HierarchyPenalty(dag, edge_weight=weights, mode="hinge", **per_edge)(x)
         torch.testing.assert_close(logit, (x[:, chi] - x[:, par]).clamp_min(0))
         assert torch.equal(logit > 0, prob > 0)
     h = Hierarchy.from_edges([("p", "c")])
@@ -285,8 +285,8 @@ def test_default_scale_depends_on_the_mode(dag: Hierarchy) -> None:
         assert HBCELoss(dag, mode=mode).scale == 1.0 and HierarchyPenalty(dag, mode=mode).scale == 1.0
     assert HBCELoss(dag, scale=2.0).scale == 2.0
     x, y = torch.randn(4, 6), (torch.rand(4, 6) < 0.5).float()
-    torch.testing.assert_close(hbce_loss(x, y, dag.edge_index, torch.ones(5)),
-                               hbce_loss(x, y, dag.edge_index, torch.ones(5), scale=0.1, mode="logit_hinge"))
+    torch.testing.assert_close(hbce_loss(x, y, dag),
+                               hbce_loss(x, y, dag, scale=0.1, mode="logit_hinge"))
 
 
 def test_from_probabilities_matches_from_logits(dag: Hierarchy) -> None:
@@ -360,34 +360,34 @@ def test_soft_gradient_raises_parent_lowers_child() -> None:
 
 # ---------------------------------------------------------------- penalties argument
 def test_penalty_forms_agree(dag: Hierarchy) -> None:
-    """Float, sequence, tensor, mapping and EdgePenalties give the same buffer."""
+    """Float, sequence, tensor, mapping and EdgeWeights give the same buffer."""
     values = [0.1, 0.2, 0.3, 0.4, 0.5]
     mapping = dict(zip(dag.edges, values))
-    fitted = ConditionalPenalty().fit(dag, (np.random.default_rng(5).random((50, 6)) < 0.5).astype(int))
+    fitted = ConditionalWeight().fit(dag, (np.random.default_rng(5).random((50, 6)) < 0.5).astype(int))
     for form, want in ((values, values), (torch.tensor(values), values), (mapping, values),
                        (0.25, [0.25] * 5), (fitted, fitted.values.tolist())):
-        got = HBCELoss(dag, penalties=form).edge_weight.tolist()
+        got = HBCELoss(dag, edge_weight=form).edge_weight.tolist()
         assert got == pytest.approx(want)
 
 
-def test_penalty_errors(dag: Hierarchy) -> None:
-    """Unknown, missing, misaligned, negative and foreign penalties are named in the error."""
+def test_edge_weight_errors(dag: Hierarchy) -> None:
+    """Unknown, missing, misaligned, negative and foreign edge weights are named in the error."""
     mapping = dict.fromkeys(dag.edges, 1.0)
-    with pytest.raises(ValueError, match=r"penalties name edges that are not in hierarchy.edges: \[\('a', 'd'\)\]"):
-        HBCELoss(dag, penalties={**mapping, ("a", "d"): 1.0})
-    with pytest.raises(ValueError, match=r"penalties are missing edges of hierarchy.edges: \[\('c', 'e'\)\]"):
-        HBCELoss(dag, penalties={e: 1.0 for e in dag.edges[:-1]})
-    with pytest.raises(ValueError, match=r"Expected 5 penalties \(one per edge of hierarchy.edges\), got shape"):
-        HBCELoss(dag, penalties=[1.0, 2.0])
-    with pytest.raises(ValueError, match=r"penalty of edge \('b', 'd'\) is -1\.0; penalties must be finite and >= 0"):
-        HBCELoss(dag, penalties=[1.0, 1.0, -1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"edge_weight names edges that are not in hierarchy.edges: \[\('a', 'd'\)\]"):
+        HBCELoss(dag, edge_weight={**mapping, ("a", "d"): 1.0})
+    with pytest.raises(ValueError, match=r"edge_weight is missing edges of hierarchy.edges: \[\('c', 'e'\)\]"):
+        HBCELoss(dag, edge_weight={e: 1.0 for e in dag.edges[:-1]})
+    with pytest.raises(ValueError, match=r"Expected 5 edge weights \(one per edge of hierarchy.edges\), got shape"):
+        HBCELoss(dag, edge_weight=[1.0, 2.0])
+    with pytest.raises(ValueError, match=r"weight of edge \('b', 'd'\) is -1\.0; edge weights must be finite and >= 0"):
+        HBCELoss(dag, edge_weight=[1.0, 1.0, -1.0, 1.0, 1.0])
     other = Hierarchy.from_edges([("x", "y")])
-    with pytest.raises(ValueError, match="penalties were fitted on another hierarchy"):
-        HBCELoss(dag, penalties=FixedPenalty(1.0).fit(other))
+    with pytest.raises(ValueError, match="edge_weight was fitted on another hierarchy"):
+        HBCELoss(dag, edge_weight=FixedWeight(1.0).fit(other))
     with pytest.raises(TypeError, match="got str"):
-        HBCELoss(dag, penalties="high")
-    with pytest.raises(ValueError, match=r"with closure=True fit them on hierarchy\.closure"):
-        HBCELoss(dag, penalties=FixedPenalty(1.0).fit(dag), closure=True)
+        HBCELoss(dag, edge_weight="high")
+    with pytest.raises(ValueError, match=r"with closure=True fit it on hierarchy\.closure"):
+        HBCELoss(dag, edge_weight=FixedWeight(1.0).fit(dag), closure=True)
 
 
 def test_closure_penalises_ancestor_pairs() -> None:
@@ -425,27 +425,27 @@ def test_argument_errors(dag: Hierarchy) -> None:
         crit(torch.zeros(4, 5), torch.zeros(4, 5))
     with pytest.raises(ValueError, match=r"Expected `target` of shape \(4, 6\) like `input`, got \(4, 5\)"):
         crit(torch.zeros(4, 6), torch.zeros(4, 5))
-    with pytest.raises(ValueError, match=r"Expected `input` of shape \(N, C\), got \(6,\)"):
-        hbce_loss(torch.zeros(6), torch.zeros(6), dag.edge_index, torch.ones(5))
+    with pytest.raises(ValueError, match=r"Expected `input` of shape \(N, 6\), got \(6,\)"):
+        hbce_loss(torch.zeros(6), torch.zeros(6), dag)
 
 
 # ---------------------------------------------------------------- module mechanics
 def test_module_equals_function(dag: Hierarchy) -> None:
     """HBCELoss.forward is the functional hbce_loss with the module's buffers."""
     x, y = torch.randn(8, 6), (torch.rand(8, 6) < 0.5).float()
-    crit = HBCELoss(dag, penalties=[1, 2, 3, 4, 5], scale=0.3, mode="soft", temperature=0.2)
-    want = hbce_loss(x, y, dag.edge_index, torch.tensor([1.0, 2, 3, 4, 5]), scale=0.3, mode="soft",
+    crit = HBCELoss(dag, edge_weight=[1, 2, 3, 4, 5], scale=0.3, mode="soft", temperature=0.2)
+    want = hbce_loss(x, y, dag, [1.0, 2, 3, 4, 5], scale=0.3, mode="soft",
                      temperature=0.2)
     torch.testing.assert_close(crit(x, y), want)
-    pen = HierarchyPenalty(dag, penalties=[1, 2, 3, 4, 5], scale=0.3)
-    torch.testing.assert_close(HBCELoss(dag, penalties=[1, 2, 3, 4, 5], scale=0.3)(x, y),
+    pen = HierarchyPenalty(dag, edge_weight=[1, 2, 3, 4, 5], scale=0.3)
+    torch.testing.assert_close(HBCELoss(dag, edge_weight=[1, 2, 3, 4, 5], scale=0.3)(x, y),
                                F.binary_cross_entropy_with_logits(x, y) + pen(x))
 
 
 def test_pickle_state_dict_and_dtypes(dag: Hierarchy) -> None:
     """Pickling and state_dict round trip; .half()/.double() keep the edge index and give matching losses."""
     x, y = torch.randn(8, 6), (torch.rand(8, 6) < 0.5).float()
-    crit = HBCELoss(dag, penalties=[1, 2, 3, 4, 5], pos_weight=torch.full((6,), 2.0))
+    crit = HBCELoss(dag, edge_weight=[1, 2, 3, 4, 5], pos_weight=torch.full((6,), 2.0))
     clone = pickle.loads(pickle.dumps(crit))
     torch.testing.assert_close(clone(x, y), crit(x, y))
     buf = io.BytesIO()
@@ -483,7 +483,7 @@ def test_autocast_computes_in_float32(dag: Hierarchy, dtype: torch.dtype) -> Non
 def test_compile_fullgraph(dag: Hierarchy, mode: str, from_logits: bool) -> None:
     """torch.compile(fullgraph=True) traces forward and backward without graph breaks (aot_eager backend), with
     masking and pos_weight on."""
-    crit = HBCELoss(dag, penalties=[1, 2, 3, 4, 5], mode=mode, from_logits=from_logits, ignore_index=-1,
+    crit = HBCELoss(dag, edge_weight=[1, 2, 3, 4, 5], mode=mode, from_logits=from_logits, ignore_index=-1,
                     pos_weight=torch.full((6,), 2.0))
     x = torch.randn(8, 6) if from_logits else torch.rand(8, 6)
     x.requires_grad_()
@@ -613,7 +613,7 @@ def test_state_dict_of_another_hierarchy_is_refused(dag: Hierarchy) -> None:
     with pytest.raises(RuntimeError, match=re.escape(
             "edge_index: the state dict was saved for another hierarchy (its edge 3 joins label indices (1, 4); this "
             "hierarchy's edge 3 is ('c', 'd') = (2, 3)); build the HBCELoss from the hierarchy it was saved with")):
-        crit.load_state_dict(HBCELoss(other, penalties=[9.0] * 5).state_dict())
+        crit.load_state_dict(HBCELoss(other, edge_weight=[9.0] * 5).state_dict())
     for key, value in crit.state_dict().items():
         torch.testing.assert_close(value, before[key])
     with pytest.raises(RuntimeError, match=r"it has 1 edges, this hierarchy has 5"):
@@ -621,7 +621,7 @@ def test_state_dict_of_another_hierarchy_is_refused(dag: Hierarchy) -> None:
     x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
     y = torch.zeros(3, 6, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda z: crit.double()(z, y), (x,))
-    crit.load_state_dict(HBCELoss(dag, mode="hinge", penalties=[1, 2, 3, 4, 5]).state_dict())
+    crit.load_state_dict(HBCELoss(dag, mode="hinge", edge_weight=[1, 2, 3, 4, 5]).state_dict())
     torch.testing.assert_close(crit.edge_weight, torch.tensor([1.0, 2, 3, 4, 5], dtype=torch.float64))
 
 

@@ -13,8 +13,8 @@ from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTens
 from hierloss import HBCELoss, Hierarchy
 from hierloss._masking import target_mask
 from hierloss._penalty_forms import FORMS, MODES
+from hierloss.datasets import chexpert_hierarchy
 from hierloss.functional import hbce_loss
-from hierloss.hierarchies import chexpert
 from hierloss.losses import _hbce_backend, hbce_backend
 
 TRAINABLE = tuple(m for m in MODES if FORMS[m].has_gradient)
@@ -68,7 +68,7 @@ def test_every_backend_and_layout_equals_the_reference(dag: Hierarchy, mode: str
     x = (torch.randn(9, dag.num_labels, dtype=torch.float64) * 2).requires_grad_()
     y = make_target((9, dag.num_labels), target_kind, 2)
     pw = torch.rand(dag.num_labels, dtype=torch.float64) + 0.5 if with_pos_weight else None
-    crit = HBCELoss(dag, penalties=[0.5, 1.0, 2.0, 0.25, 1.5], scale=0.8, mode=mode, temperature=0.2,
+    crit = HBCELoss(dag, edge_weight=[0.5, 1.0, 2.0, 0.25, 1.5], scale=0.8, mode=mode, temperature=0.2,
                     reduction=reduction, pos_weight=pw, ignore_index=-1 if target_kind == "ignore" else None)
     want, want_grad = loss_and_grad(crit, x, y, "reference", None)
     for backend, layout in FAST:
@@ -100,10 +100,10 @@ def test_functional_form_runs_every_backend_without_a_plan(dag: Hierarchy) -> No
     """``hbce_loss`` (no buffered plan: the layouts build theirs per call) equals the module on every backend."""
     torch.manual_seed(5)
     x, y = torch.randn(5, 6), (torch.rand(5, 6) < 0.5).float()
-    crit = HBCELoss(dag, penalties=[1, 2, 3, 4, 5])
+    crit = HBCELoss(dag, edge_weight=[1, 2, 3, 4, 5])
     for backend, layout in [("reference", None), *FAST]:
         with hbce_backend(backend, layout):
-            torch.testing.assert_close(hbce_loss(x, y, dag.edge_index, torch.tensor([1.0, 2, 3, 4, 5])), crit(x, y))
+            torch.testing.assert_close(hbce_loss(x, y, dag, [1.0, 2, 3, 4, 5]), crit(x, y))
 
 
 @pytest.mark.parametrize("backend", ["fused", "fused_cpu"])
@@ -113,7 +113,7 @@ def test_no_edges_and_empty_batch(backend: str) -> None:
     x, y = torch.randn(4, 3, requires_grad=True), (torch.rand(4, 3) < 0.5).float()
     with hbce_backend(backend):
         torch.testing.assert_close(HBCELoss(h)(x, y), F.binary_cross_entropy_with_logits(x, y))
-        empty = HBCELoss(chexpert())(torch.zeros(0, 21, requires_grad=True), torch.zeros(0, 21))
+        empty = HBCELoss(chexpert_hierarchy())(torch.zeros(0, 21, requires_grad=True), torch.zeros(0, 21))
     assert torch.isnan(empty)
 
 
@@ -129,7 +129,7 @@ def test_double_backward_matches_finite_differences(dag: Hierarchy, mode: str, b
     y = (torch.rand(4, dag.num_labels) < 0.5).double()
     y[1, 2] = float("nan")
     for reduction in ("mean", "none"):
-        crit = HBCELoss(dag, penalties=[1.0, 2.0, 0.5, 1.0, 3.0], scale=0.8, mode=mode, temperature=0.3,
+        crit = HBCELoss(dag, edge_weight=[1.0, 2.0, 0.5, 1.0, 3.0], scale=0.8, mode=mode, temperature=0.3,
                         reduction=reduction, pos_weight=torch.full((dag.num_labels,), 2.0, dtype=torch.float64))
         with hbce_backend(backend, layout):
             assert torch.autograd.gradgradcheck(lambda z, c=crit: c(z, y), (x,))
@@ -166,7 +166,7 @@ def test_compile_fullgraph_per_backend(dag: Hierarchy, mode: str, backend: str) 
     y_clean = (torch.rand(8, 6) < 0.5).float()
     for y in (y_masked, y_clean):
         for layout in ("dense", "gather"):
-            crit = HBCELoss(dag, penalties=[1, 2, 3, 4, 5], mode=mode, ignore_index=-1,
+            crit = HBCELoss(dag, edge_weight=[1, 2, 3, 4, 5], mode=mode, ignore_index=-1,
                             pos_weight=torch.full((6,), 2.0))
             x = torch.randn(8, 6, requires_grad=True)
             torch._dynamo.reset()
@@ -183,7 +183,7 @@ def test_compile_fullgraph_per_backend(dag: Hierarchy, mode: str, backend: str) 
 def test_compile_with_inductor_equals_eager(dag: Hierarchy) -> None:
     """The default dispatch under torch.compile with Inductor (the generic fused kernel) equals the eager CPU
     kernel with its shortcuts."""
-    crit = HBCELoss(chexpert(), reduction="mean")
+    crit = HBCELoss(chexpert_hierarchy(), reduction="mean")
     x = torch.randn(64, 21, requires_grad=True)
     y = (torch.rand(64, 21) < 0.3).float()
     torch._dynamo.reset()

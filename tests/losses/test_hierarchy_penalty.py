@@ -44,10 +44,10 @@ def test_matches_naive_loop(dag: Hierarchy, mode: str) -> None:
     weights = [0.5, 1.0, 2.0, 3.0]
     want = _naive(probs, dag, weights, mode) * 0.7
     for edge_reduction, div in (("sum", 1), ("mean", dag.num_edges)):
-        pen = HierarchyPenalty(dag, penalties=weights, scale=0.7, mode=mode, from_logits=False, reduction="none",
+        pen = HierarchyPenalty(dag, edge_weight=weights, scale=0.7, mode=mode, from_logits=False, reduction="none",
                                edge_reduction=edge_reduction)
         torch.testing.assert_close(pen(probs), want / div)
-        logit_pen = HierarchyPenalty(dag, penalties=weights, scale=0.7, mode=mode, reduction="none",
+        logit_pen = HierarchyPenalty(dag, edge_weight=weights, scale=0.7, mode=mode, reduction="none",
                                      edge_reduction=edge_reduction)
         torch.testing.assert_close(logit_pen(torch.logit(probs)), want / div)
 
@@ -58,7 +58,7 @@ def test_reductions_and_function(dag: Hierarchy) -> None:
     per = HierarchyPenalty(dag, reduction="none")(x)
     torch.testing.assert_close(HierarchyPenalty(dag)(x), per.mean())
     torch.testing.assert_close(HierarchyPenalty(dag, reduction="sum")(x), per.sum())
-    torch.testing.assert_close(hierarchy_penalty(x, dag.edge_index, torch.ones(dag.num_edges), reduction="none"), per)
+    torch.testing.assert_close(hierarchy_penalty(x, dag, reduction="none"), per)
 
 
 def test_composes_with_any_base_loss(dag: Hierarchy) -> None:
@@ -72,7 +72,7 @@ def test_composes_with_any_base_loss(dag: Hierarchy) -> None:
 
 def test_buffers_move_and_compile(dag: Hierarchy) -> None:
     """Constants are buffers (state_dict, dtype moves) and the module compiles without graph breaks."""
-    pen = HierarchyPenalty(dag, penalties=[1.0, 2.0, 3.0, 4.0])
+    pen = HierarchyPenalty(dag, edge_weight=[1.0, 2.0, 3.0, 4.0])
     assert set(pen.state_dict()) == {"edge_index", "edge_weight"}
     assert pen.double().edge_weight.dtype == torch.float64 and pen.edge_index.dtype == torch.long
     x = torch.randn(4, dag.num_labels, requires_grad=True)
@@ -85,7 +85,7 @@ def test_pickle_and_state_dict_round_trip(dag: Hierarchy) -> None:
     import io
     import pickle
 
-    pen = HierarchyPenalty(dag, penalties=[1.0, 2.0, 3.0, 4.0], scale=0.5, mode="squared_hinge")
+    pen = HierarchyPenalty(dag, edge_weight=[1.0, 2.0, 3.0, 4.0], scale=0.5, mode="squared_hinge")
     x = torch.randn(5, dag.num_labels)
     torch.testing.assert_close(pickle.loads(pickle.dumps(pen))(x), pen(x))
     buf = io.BytesIO()
@@ -125,8 +125,11 @@ def test_errors(dag: Hierarchy) -> None:
         HierarchyPenalty(dag)(torch.zeros(3, 5))
     with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', 'none', got 'max'"):
         HierarchyPenalty(dag, reduction="max")
-    with pytest.raises(ValueError, match=r"Expected edge_index \(2, E\) and edge_weight \(E,\)"):
-        hierarchy_penalty(torch.zeros(2, 4), dag.edge_index, torch.ones(3))
+    with pytest.raises(ValueError, match=r"Expected 4 edge weights \(one per edge of hierarchy.edges\), got shape "
+                                         r"\(2,\)"):
+        hierarchy_penalty(torch.zeros(2, 4), dag, torch.ones(2))
+    with pytest.raises(ValueError, match=r"Expected `input` of shape \(N, 4\), got \(2, 3\)"):
+        hierarchy_penalty(torch.zeros(2, 3), dag)
     with pytest.raises(TypeError, match=r"expected a hierloss\.Hierarchy, got dict"):
         HierarchyPenalty({"a": ["b"]})  # type: ignore[arg-type]
 

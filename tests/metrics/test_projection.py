@@ -99,9 +99,9 @@ def test_errors() -> None:
     h = Hierarchy.from_dict({"a": ["b"]})
     with pytest.raises(ValueError, match="method must be 'max' or 'min', got 'mean'"):
         coherent(torch.zeros(1, 2), h, "mean")
-    with pytest.raises(ValueError, match=r"Expected `probs` of shape \(N, 2\) or \(2,\), got \(1, 3\)"):
+    with pytest.raises(ValueError, match=r"Expected `preds` of shape \(N, 2\) or \(2,\), got \(1, 3\)"):
         coherent(torch.zeros(1, 3), h)
-    with pytest.raises(ValueError, match=r"Expected `probs` of shape \(N, 2\) or \(2,\), got \(1, 1, 2\)"):
+    with pytest.raises(ValueError, match=r"Expected `preds` of shape \(N, 2\) or \(2,\), got \(1, 1, 2\)"):
         coherent(torch.zeros(1, 1, 2), h)
-    with pytest.raises(TypeError, match="`probs` must be a torch tensor or a NumPy array, got object"):
+    with pytest.raises(TypeError, match="`preds` must be a torch tensor or a NumPy array, got object"):
         coherent(object(), h)

@@ -1,4 +1,4 @@
-"""The ``hierloss`` command line: ``hierloss demo``, ``hierloss penalties``.
+"""The ``hierloss`` command line: ``hierloss demo``, ``hierloss edge-weights``.
 
 Each sub-command lives in its own module of this package exposing ``add_parser(subparsers)``, which registers
 the sub-command and sets ``func`` (called with the parsed ``argparse.Namespace``, returning an exit code, or
@@ -19,8 +19,8 @@ from hierloss.cli._errors import ArgumentParser, CommandError, UsageError, one_l
 
 __all__ = ["main"]
 
-# Sub-command modules, imported lazily by name so that `hierloss --help` stays fast.
-_COMMANDS: tuple[str, ...] = ("demo", "penalties")
+# Sub-commands and their modules, imported by name.
+_COMMANDS: dict[str, str] = {"demo": "demo", "edge-weights": "edge_weights"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="hierloss", description=__doc__)
     parser.add_argument("--version", action="version", version=f"hierloss {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMANDS:
-        module = importlib.import_module(f"hierloss.cli.{name}")
+    for module_name in _COMMANDS.values():
+        module = importlib.import_module(f"hierloss.cli.{module_name}")
         module.add_parser(subparsers)
     return parser
 

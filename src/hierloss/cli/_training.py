@@ -171,7 +171,7 @@ class TrainedModel:
         features = torch.as_tensor(np.asarray(X, dtype=np.float32))
         post: nn.Module | None = None
         if self.loss == "mcloss":
-            from hierloss.losses import MaxConstraint
+            from hierloss.layers import MaxConstraint
 
             post = MaxConstraint(self.hierarchy).to(device)
         chunks = []

@@ -1,4 +1,4 @@
-"""``hierloss penalties``: estimate per-edge penalties from a CSV of labels and print (or save) the table."""
+"""``hierloss edge-weights``: estimate the per-edge weights from a CSV of labels and print (or save) the table."""
 
 from __future__ import annotations
 
@@ -19,17 +19,17 @@ __all__ = ["add_parser", "run"]
 #: Hierarchies ``--hierarchy`` knows by name.
 _KNOWN_HIERARCHIES: tuple[str, ...] = ("chexpert",)
 
-_HELP = """Estimate per-edge penalties from LABELS.csv (one column per label, 0/1; -1 = uncertain, blank = missing).
+_HELP = """Estimate the edge weights w_e from LABELS.csv (one column per label, 0/1; -1 = uncertain, blank = missing).
 
 With --hierarchy chexpert and a CSV holding the 14 raw CheXpert observations, the derived columns ('Uncertain'
-and the six parents) are first computed as the reference did (hierloss.hierarchies.chexpert_targets), after the
---uncertain policy has been applied to the observations. With --uncertain ignore, a derived column is left
+and the six parents) are first computed as the reference did (hierloss.datasets.chexpert_targets): a blank
+observation (not mentioned) is 0, a -1 follows --uncertain. With --uncertain ignore, a derived column is left
 missing (and so ignored) where its value depends on an uncertain observation."""
 
 
 def add_parser(subparsers: Any) -> None:
-    """Register the ``penalties`` sub-command."""
-    parser = subparsers.add_parser("penalties", help="estimate per-edge penalties from a label CSV",
+    """Register the ``edge-weights`` sub-command."""
+    parser = subparsers.add_parser("edge-weights", help="estimate the per-edge weights from a label CSV",
                                    description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("labels", type=Path, help="CSV file of labels, one column per label")
     parser.add_argument("--hierarchy", required=True,
@@ -43,19 +43,10 @@ def add_parser(subparsers: Any) -> None:
                              "rate; fixed: --value for every edge")
     parser.add_argument("--smoothing", type=float, default=1e-6, help="epsilon of the conditional estimator")
     parser.add_argument("--strength", type=float, default=10.0, help="prior strength of the beta estimator")
-    parser.add_argument("--value", type=float, default=1.0, help="penalty of the fixed estimator")
+    parser.add_argument("--value", type=float, default=1.0, help="the weight of every edge for the fixed estimator")
     parser.add_argument("--out", type=Path, default=None,
-                        help="write the table to FILE.csv, or the penalties to FILE.json (EdgePenalties.to_dict)")
+                        help="write the table to FILE.csv, or the weights to FILE.json (EdgeWeights.to_dict)")
     parser.set_defaults(func=run)
-
-
-def _kleene_any(block: Any) -> Any:
-    """Row-wise OR in three-valued logic: 1 if any 1, 0 if all 0, NaN otherwise."""
-    import numpy as np
-
-    positive = (block == 1).any(axis=1)
-    unknown = np.isnan(block).any(axis=1)
-    return np.where(positive, 1.0, np.where(unknown, np.nan, 0.0))
 
 
 def _numeric(frame: Any, columns: list[str]) -> Any:
@@ -76,9 +67,11 @@ def _numeric(frame: Any, columns: list[str]) -> Any:
 
 
 def _derive_chexpert(frame: Any, uncertain: str | None, with_uncertain: bool) -> Any:
+    """The targets of raw CheXpert observations, by :func:`hierloss.datasets.chexpert_targets` (blank = 0 as the
+    reference; -1 by ``--uncertain``), after naming any non-numeric cell by its row."""
     import numpy as np
 
-    from hierloss.hierarchies import _ANY_OF, CHEXPERT_OBSERVATIONS, chexpert_targets
+    from hierloss.datasets import CHEXPERT_OBSERVATIONS, chexpert_targets
 
     obs = list(CHEXPERT_OBSERVATIONS)
     missing = [c for c in obs if c not in frame.columns]
@@ -88,35 +81,19 @@ def _derive_chexpert(frame: Any, uncertain: str | None, with_uncertain: bool) ->
     unsure = np.isnan(values) | (values == -1)
     if uncertain is None and unsure.any():
         col = int(np.flatnonzero(unsure.any(axis=0))[0])
-        raise ValueError(f"column {obs[col]!r} holds {int(unsure[:, col].sum())} uncertain (-1) or missing (blank) "
-                         "values; pass --uncertain zeros|ones|ignore")
-    out = frame.copy()
-    if uncertain in (None, "zeros", "ones"):
-        fill = 1.0 if uncertain == "ones" else 0.0
-        out[obs] = np.where(unsure, fill, values)
-        return chexpert_targets(out, uncertain=with_uncertain)
-    # 'ignore': uncertain observations become NaN, derived columns follow three-valued (Kleene) logic.
-    known = np.where(unsure, np.nan, values)
-    out[obs] = known
-    by_name = {name: known[:, i:i + 1] for i, name in enumerate(obs)}
-    any_positive = (known == 1).any(axis=1)
-    all_zero = np.where(any_positive, 0.0, np.where(np.isnan(known).any(axis=1), np.nan, 1.0))
-    if with_uncertain:
-        out["Uncertain"] = all_zero
-    no_finding_or_empty = _kleene_any(np.hstack([by_name["No Finding"], all_zero[:, None]]))
-    out["Abnormal"] = 1.0 - no_finding_or_empty
-    for parent, children in _ANY_OF.items():
-        out[parent] = _kleene_any(np.hstack([by_name[c] for c in children]))
-    return out
+        raise ValueError(f"column {obs[col]!r} holds {int(unsure[:, col].sum())} uncertain (-1) or blank values; "
+                         "pass --uncertain zeros|ones|ignore (a blank, not mentioned, counts as 0 as in the "
+                         "reference; -1 follows the policy)")
+    return chexpert_targets(frame, policy=uncertain, uncertain_label=with_uncertain)  # type: ignore[arg-type]
 
 
 def _load_hierarchy(spec: str, with_uncertain: bool) -> Hierarchy:
     """The hierarchy ``--hierarchy`` names: a known one, or a JSON file written by ``Hierarchy.to_json()``."""
-    from hierloss.hierarchies import chexpert
+    from hierloss.datasets import chexpert_hierarchy
     from hierloss.hierarchy import Hierarchy
 
     if spec == "chexpert":
-        return chexpert(uncertain=with_uncertain)
+        return chexpert_hierarchy(uncertain_label=with_uncertain)
     if not with_uncertain:
         raise CommandError("--no-uncertain-label only applies to --hierarchy chexpert")
     path = Path(spec)
@@ -152,19 +129,19 @@ def run(args: argparse.Namespace) -> int:
     """Run the sub-command; returns 0, or raises ``CommandError`` on a mistake (``main`` prints it, exits 2)."""
     import pandas as pd
 
-    from hierloss.penalties import BetaPenalty, ConditionalPenalty, FixedPenalty, PenaltyEstimator
+    from hierloss.edge_weights import BetaWeight, ConditionalWeight, FixedWeight, WeightEstimator
 
     if args.out is not None:
         _check_out(args.out)
     hierarchy = _load_hierarchy(args.hierarchy, not args.no_uncertain_label)
-    estimator: PenaltyEstimator
+    estimator: WeightEstimator
     try:
         if args.estimator == "conditional":
-            estimator = ConditionalPenalty(args.smoothing)
+            estimator = ConditionalWeight(args.smoothing)
         elif args.estimator == "beta":
-            estimator = BetaPenalty(args.strength)
+            estimator = BetaWeight(args.strength)
         else:
-            estimator = FixedPenalty(args.value)
+            estimator = FixedWeight(args.value)
     except (ValueError, TypeError) as err:
         option = {"conditional": "smoothing", "beta": "strength", "fixed": "value"}[args.estimator]
         raise CommandError(f"--{option}: {err}") from None
@@ -177,14 +154,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.hierarchy == "chexpert" and any(lab not in frame.columns for lab in hierarchy.labels):
             frame = _derive_chexpert(frame, args.uncertain, not args.no_uncertain_label)
-        penalties = estimator.fit(hierarchy, frame, uncertain=args.uncertain)
+        weights = estimator.fit(hierarchy, frame, uncertain=args.uncertain)
     except (ValueError, TypeError) as err:
         raise CommandError(f"{args.labels}: {err}") from None
-    table = penalties.table()
+    table = weights.table()
     if args.out is not None:
         try:
             if args.out.suffix.lower() == ".json":
-                args.out.write_text(json.dumps(penalties.to_dict(), indent=2))
+                args.out.write_text(json.dumps(weights.to_dict(), indent=2))
             else:
                 table.to_csv(args.out, index=False)
         except OSError as err:

@@ -1,8 +1,13 @@
-"""Built-in hierarchies: the CheXpert hierarchy of Asadi et al. (2025) and its target derivation."""
+"""CheXpert: the 21-label hierarchy of Asadi et al. (2025) and the derivation of its targets from the observations.
+
+:func:`chexpert_hierarchy` is the paper's hierarchy; :func:`chexpert_targets` turns CheXpert's label files (the 14
+observations: 1, 0, -1 for uncertain, blank for not mentioned) into the model's targets, with an uncertainty policy
+for the -1s, as the reference code did.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -11,7 +16,8 @@ from hierloss.hierarchy import Hierarchy
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CHEXPERT_OBSERVATIONS", "CHEXPERT_PARENTS", "chexpert", "chexpert_targets"]
+__all__ = ["CHEXPERT_OBSERVATIONS", "CHEXPERT_PARENTS", "CHEXPERT_POLICIES", "chexpert_hierarchy",
+           "chexpert_targets"]
 
 #: The 14 CheXpert observations, sorted by name (the column order of the reference code).
 CHEXPERT_OBSERVATIONS: tuple[str, ...] = (
@@ -63,78 +69,146 @@ _ANY_OF: dict[str, tuple[str, ...]] = {
 }
 
 
-def chexpert(uncertain: bool = True) -> Hierarchy:
+#: What :func:`chexpert_targets` can do with an uncertain (-1) observation.
+CHEXPERT_POLICIES: tuple[str, ...] = ("zeros", "ones", "ignore")
+UncertaintyPolicy = Literal["zeros", "ones", "ignore"]
+
+_NO_FINDING = CHEXPERT_OBSERVATIONS.index("No Finding")
+
+
+def chexpert_hierarchy(uncertain_label: bool = True) -> Hierarchy:
     """The CheXpert hierarchy of Asadi et al. (2025).
 
-    21 labels (20 with ``uncertain=False``): the 14 observations sorted by name, then ``'Uncertain'``, then the
-    six parents sorted by name (the reference's column order). 20 edges; 'Cardiomegaly' has two parents
+    21 labels (20 with ``uncertain_label=False``): the 14 observations sorted by name, then ``'Uncertain'``, then
+    the six parents sorted by name (the reference's column order). 20 edges; 'Cardiomegaly' has two parents
     ('Cardiac' and 'Enlarged Cardiomediastinum') and 'Pneumonia' two ('Fluid Accumulation' and 'Consolidation').
     'No Finding' and 'Uncertain' belong to no edge.
 
     Args:
-        uncertain: include the 'Uncertain' label (1 when all 14 observations are 0).
+        uncertain_label: include the 'Uncertain' label (1 when all 14 observations are 0).
 
     Example:
-        >>> h = chexpert()
+        >>> h = chexpert_hierarchy()
         >>> h.num_labels, h.num_edges
         (21, 20)
         >>> h.parents("Cardiomegaly")
         ('Enlarged Cardiomediastinum', 'Cardiac')
     """
-    labels = [*CHEXPERT_OBSERVATIONS, *(["Uncertain"] if uncertain else []), *CHEXPERT_PARENTS]
+    labels = [*CHEXPERT_OBSERVATIONS, *(["Uncertain"] if uncertain_label else []), *CHEXPERT_PARENTS]
     edges = [(parent, child) for parent, children in _CHEXPERT_CHILDREN.items() for child in children]
     return Hierarchy(labels, edges)
 
 
-def chexpert_targets(frame: pd.DataFrame, uncertain: bool = True) -> pd.DataFrame:
-    """Derive the paper's extra columns from a frame of 0/1 CheXpert observations, as the reference did.
+def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = None,
+                     uncertain_label: bool = True) -> pd.DataFrame:
+    """Derive the model's targets from CheXpert observations, as the reference did: the one derivation.
 
     ``'Uncertain'`` = 1 when all 14 observations are 0; ``'Abnormal'`` = 1 unless 'No Finding' or 'Uncertain' is
-    1 (with ``uncertain=False``: unless 'No Finding' is 1 or all observations are 0); 'Cardiac', 'Opacity',
+    1 (with ``uncertain_label=False``: unless 'No Finding' is 1 or all observations are 0); 'Cardiac', 'Opacity',
     'Fluid Accumulation', 'Missing Lung Tissue' and 'Other' = 1 when any of their observations is 1.
 
     This is *not* :meth:`Hierarchy.propagate`: the observations are left as they are, so rows that violate the
     hierarchy in the data (e.g. 'No Finding' together with 'Support Devices') keep their violations, which the
-    data-driven penalties exist to measure.
+    data-driven edge weights exist to measure.
 
     Args:
-        frame: a DataFrame holding the 14 observation columns (any order, other columns kept) with values 0/1.
-            Apply an uncertainty policy (e.g. map CheXpert's -1 and blanks) before calling.
-        uncertain: add the 'Uncertain' column.
+        frame: a DataFrame holding the 14 observation columns (any order; other columns kept).
+        policy: ``None``: the observations must already be 0/1. Otherwise the frame holds CheXpert's raw values —
+            1, 0, -1 (uncertain) and blank (not mentioned) — and a blank becomes 0, as in the reference, while a -1
+            becomes 0 (``'zeros'``), 1 (``'ones'``) or is left out (``'ignore'``: NaN, and so is every derived
+            column whose value depends on how that observation would be resolved — a parent is known as soon as
+            one of its observations is 1, or when all of them are known 0s).
+        uncertain_label: add the 'Uncertain' column.
 
     Returns:
-        A new DataFrame: ``frame``'s columns plus the derived ones (integer 0/1), which overwrite any existing
-        columns of the same name. Select ``chexpert(uncertain).labels`` to get the model's target matrix.
+        A new DataFrame: ``frame``'s columns plus the derived ones, which overwrite any existing columns of the
+        same name. With a policy the observation columns hold the mapped float values. The derived columns are
+        int64 0/1, or float64 with NaN under ``'ignore'``. Select ``chexpert_hierarchy(uncertain_label).labels`` to
+        get the model's target matrix.
 
     Raises:
-        ValueError: if an observation column is missing, or holds a value other than 0/1 (naming the column,
-            the value and how many such values it holds).
+        ValueError: if an observation column is missing, the policy is unknown, or a value is not allowed (not 0/1
+            without a policy; not 1, 0, -1 or blank with one), naming the column, the value and how many such
+            values the column holds.
+
+    Example:
+        >>> import pandas as pd
+        >>> raw = pd.DataFrame([[1.0, float("nan"), -1.0] + [0.0] * 11], columns=list(CHEXPERT_OBSERVATIONS))
+        >>> targets = chexpert_targets(raw, policy="ignore")
+        >>> targets[["Atelectasis", "Consolidation", "Missing Lung Tissue", "Fluid Accumulation"]].values.tolist()
+        [[1.0, nan, 1.0, nan]]
     """
+
+    if policy is not None and policy not in CHEXPERT_POLICIES:
+        raise ValueError(f"policy must be one of {CHEXPERT_POLICIES} or None, got {policy!r}")
     missing = [name for name in CHEXPERT_OBSERVATIONS if name not in frame.columns]
     if missing:
         raise ValueError(f"chexpert_targets: missing observation columns {missing!r}")
-    values = frame.loc[:, list(CHEXPERT_OBSERVATIONS)].to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isin(values, (0.0, 1.0))
-    if bad.any():
-        col = int(np.flatnonzero(bad.any(axis=0))[0])
-        column_bad = bad[:, col]
-        value = float(values[np.flatnonzero(column_bad)[0], col])
-        raise ValueError(
-            f"chexpert_targets: column {CHEXPERT_OBSERVATIONS[col]!r} holds {value!r} "
-            f"({int(column_bad.sum())} values outside {{0, 1}}); apply an uncertainty policy to -1 and blank "
-            "labels first"
-        )
-    obs = values.astype(bool)
-    column = {name: obs[:, i] for i, name in enumerate(CHEXPERT_OBSERVATIONS)}
-    derived: dict[str, np.ndarray] = {}
-    all_zero = ~obs.any(axis=1)
-    if uncertain:
-        derived["Uncertain"] = all_zero
-    derived["Abnormal"] = ~(column["No Finding"] | all_zero)
-    for parent, children in _ANY_OF.items():
-        derived[parent] = np.logical_or.reduce([column[c] for c in children])
+    values = _observations(frame, policy)
     out = frame.copy()
-    for name in (["Uncertain"] if uncertain else []) + list(CHEXPERT_PARENTS):
-        out[name] = derived[name].astype(np.int64)
+    names = (["Uncertain"] if uncertain_label else []) + list(CHEXPERT_PARENTS)
+    unknown = np.isnan(values)
+    if not unknown.any():
+        derived = _derive(values.astype(bool), uncertain_label)
+        columns = {name: derived[name].astype(np.int64) for name in names}
+    else:  # 'ignore': a derived value is known when every resolution of the unknown observations agrees on it
+        # Every derived column is monotone in every observation (increasing, but 'Abnormal' in 'No Finding' and
+        # 'Uncertain', decreasing), so its least and greatest values over all resolutions are reached at one of
+        # four fillings of the unknown entries: all 0; all 1; only 'No Finding' 1; all but 'No Finding' 1.
+        no_finding = np.zeros(len(CHEXPERT_OBSERVATIONS), dtype=bool)
+        no_finding[_NO_FINDING] = True
+        fillings = [np.zeros_like(unknown), unknown, unknown & no_finding, unknown & ~no_finding]
+        resolved = [_derive(np.where(unknown, filling, values).astype(bool), uncertain_label) for filling in fillings]
+        columns = {}
+        for name in names:
+            stacked = np.stack([r[name] for r in resolved])
+            columns[name] = np.where((stacked == stacked[0]).all(axis=0), stacked[0].astype(np.float64), np.nan)
+    if policy is not None:
+        for i, name in enumerate(CHEXPERT_OBSERVATIONS):
+            out[name] = values[:, i]
+    for name in names:
+        out[name] = columns[name]
     result: pd.DataFrame = out
     return result
+
+
+def _observations(frame: pd.DataFrame, policy: str | None) -> np.ndarray:
+    """The 14 observations as a float64 ``(N, 14)`` array with the policy applied (NaN: unknown)."""
+    import pandas as pd
+
+    allowed = (0.0, 1.0) if policy is None else (0.0, 1.0, -1.0)
+    out = np.empty((len(frame), len(CHEXPERT_OBSERVATIONS)), dtype=np.float64)
+    for i, name in enumerate(CHEXPERT_OBSERVATIONS):
+        raw = frame[name]
+        column = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        blank = raw.isna().to_numpy()
+        not_numeric = np.isnan(column) & ~blank
+        bad = not_numeric | (~np.isnan(column) & ~np.isin(column, allowed))
+        if policy is None:
+            bad |= blank
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value = raw.iloc[row]
+            value = value.item() if isinstance(value, np.generic) else value
+            what = "{0, 1}" if policy is None else "{1, 0, -1, blank}"
+            hint = ("; pass policy='zeros', 'ones' or 'ignore' for CheXpert's raw -1 and blank labels"
+                    if policy is None else "")
+            raise ValueError(f"chexpert_targets: column {name!r} holds {value!r} ({int(bad.sum())} values outside "
+                             f"{what}){hint}")
+        if policy is not None:
+            column = np.where(blank, 0.0, column)  # not mentioned = negative, as the reference did
+            column = np.where(column == -1.0, {"zeros": 0.0, "ones": 1.0, "ignore": np.nan}[policy], column)
+        out[:, i] = column
+    return out
+
+
+def _derive(observations: np.ndarray, uncertain_label: bool) -> dict[str, np.ndarray]:
+    """The derived columns (bool) of 0/1 observations ``(N, 14)``."""
+    column = {name: observations[:, i] for i, name in enumerate(CHEXPERT_OBSERVATIONS)}
+    all_zero = np.asarray(~observations.any(axis=1))
+    derived: dict[str, np.ndarray] = {"Abnormal": ~(column["No Finding"] | all_zero)}
+    if uncertain_label:
+        derived["Uncertain"] = all_zero
+    for parent, children in _ANY_OF.items():
+        derived[parent] = np.asarray(np.stack([column[c] for c in children]).any(axis=0))
+    return derived

@@ -22,20 +22,22 @@ from torch import Tensor, nn
 
 from hierloss.hierarchy import Hierarchy
 
-__all__ = ["LabelGraphRefinement", "label_graph_refinement"]
+__all__ = ["LabelGraphRefinement", "coupling_pairs", "label_graph_refinement"]
 
 SPARSITIES = ("edges", "closure")
 
 
-def label_graph_refinement(input: Tensor, weight: Tensor, pair_index: Tensor | None = None) -> Tensor:
+def label_graph_refinement(input: Tensor, weight: Tensor, hierarchy: Hierarchy | None = None,
+                           sparsity: str = "edges") -> Tensor:
     """Refine logits once through a label-coupling matrix: ``z' = z + W σ(z)``.
 
     Args:
         input: ``(N, C)`` logits ``z``.
-        weight: either the dense ``(C, C)`` matrix ``W`` (``W[i, j]``: coupling from label ``j`` into label ``i``;
-            its diagonal is ignored), or ``(P,)`` weights of the pairs in ``pair_index``.
-        pair_index: ``(2, P)`` long tensor; column ``k`` says that ``weight[k]`` couples label
-            ``pair_index[1, k]`` (source) into label ``pair_index[0, k]`` (target). ``None`` for a dense ``weight``.
+        weight: without a hierarchy, the dense ``(C, C)`` matrix ``W`` (``W[i, j]``: coupling from label ``j``
+            into label ``i``; its diagonal is ignored); with one, ``(P,)`` weights of the hierarchy's pairs in
+            :func:`coupling_pairs` order (each edge parent ← child, then each edge child ← parent).
+        hierarchy: restricts the couplings to the hierarchy's pairs (see ``sparsity``); ``None``: dense ``W``.
+        sparsity: ``'edges'`` (the edges, ``P = 2E``) or ``'closure'`` (every ancestor/descendant pair).
 
     Shape:
         input ``(N, C)``; output ``(N, C)``, the dtype of ``input``.
@@ -47,6 +49,24 @@ def label_graph_refinement(input: Tensor, weight: Tensor, pair_index: Tensor | N
         >>> label_graph_refinement(z, w)
         tensor([[0.8808, 2.0000]])
     """
+    pair_index = None if hierarchy is None else coupling_pairs(hierarchy, sparsity).to(input.device)
+    return _refine(input, weight, pair_index)
+
+
+def coupling_pairs(hierarchy: Hierarchy, sparsity: str = "edges") -> Tensor:
+    """``(2, P)`` long tensor of the (target, source) label pairs a hierarchy allows: every edge as parent ← child,
+    then every edge as child ← parent; with ``sparsity='closure'`` the edges of ``hierarchy.closure()``."""
+    if not isinstance(hierarchy, Hierarchy):
+        raise TypeError(f"Expected a Hierarchy or None, got {type(hierarchy).__name__}")
+    if sparsity not in SPARSITIES:
+        raise ValueError(f"`sparsity` must be one of 'edges', 'closure', got {sparsity!r}")
+    graph = hierarchy.closure() if sparsity == "closure" else hierarchy
+    edge_index = graph.edge_index.to(torch.long).reshape(2, -1)
+    return torch.cat([edge_index, edge_index.flip(0)], dim=1)
+
+
+def _refine(input: Tensor, weight: Tensor, pair_index: Tensor | None) -> Tensor:
+    """:func:`label_graph_refinement` with the pairs given (:class:`LabelGraphRefinement` keeps them in a buffer)."""
     if input.ndim != 2:
         raise ValueError(f"Expected `input` of shape (N, C), got {tuple(input.shape)}")
     num_labels = input.shape[1]
@@ -57,9 +77,9 @@ def label_graph_refinement(input: Tensor, weight: Tensor, pair_index: Tensor | N
                              f"{tuple(weight.shape)}")
         off_diagonal = torch.diagonal_scatter(weight, weight.new_zeros(num_labels))
         return input + probs @ off_diagonal.to(input.dtype).t()
-    if pair_index.ndim != 2 or pair_index.shape[0] != 2 or weight.shape != (pair_index.shape[1],):
-        raise ValueError(f"Expected pair_index (2, P) and weight (P,), got {tuple(pair_index.shape)} and "
-                         f"{tuple(weight.shape)}")
+    if weight.shape != (pair_index.shape[1],):
+        raise ValueError(f"Expected `weight` of shape ({pair_index.shape[1]},): one per coupling pair of the "
+                         f"hierarchy, got {tuple(weight.shape)}")
     messages = probs.index_select(1, pair_index[1]) * weight.to(input.dtype)
     return input.index_add(1, pair_index[0], messages)
 
@@ -104,13 +124,9 @@ class LabelGraphRefinement(nn.Module):
             raise ValueError(f"`sparsity` must be one of 'edges', 'closure', got {sparsity!r}")
         pair_index: Tensor | None = None
         if hierarchy is not None:
-            if not isinstance(hierarchy, Hierarchy):
-                raise TypeError(f"Expected a Hierarchy or None, got {type(hierarchy).__name__}")
+            pair_index = coupling_pairs(hierarchy, sparsity)
             if hierarchy.num_labels != num_labels:
                 raise ValueError(f"`num_labels` is {num_labels} but the hierarchy has {hierarchy.num_labels} labels")
-            graph = hierarchy.closure() if sparsity == "closure" else hierarchy
-            edge_index = graph.edge_index.to(torch.long).reshape(2, -1)
-            pair_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)  # parent ← child, then child ← parent
             self.weight = nn.Parameter(torch.zeros(pair_index.shape[1]))
         else:
             self.weight = nn.Parameter(torch.zeros(num_labels, num_labels))
@@ -123,7 +139,7 @@ class LabelGraphRefinement(nn.Module):
         """Refined logits ``z + W σ(z)`` of ``input`` (``(N, C)`` logits)."""
         if input.ndim != 2 or input.shape[1] != self.num_labels:
             raise ValueError(f"Expected `input` of shape (N, {self.num_labels}), got {tuple(input.shape)}")
-        return label_graph_refinement(input, self.weight, self.pair_index)
+        return _refine(input, self.weight, self.pair_index)
 
     def regularization(self) -> Tensor:
         """``l1 · ‖W‖₁``, the penalty to add to the training loss (a 0-dim tensor)."""

@@ -1,4 +1,8 @@
-"""Loss modules: each is a thin ``nn.Module`` whose ``forward`` calls its twin in :mod:`hierloss.functional`."""
+"""Losses: training objectives. Each is a thin ``nn.Module`` whose ``forward`` calls its twin in
+:mod:`hierloss.functional`.
+
+Layers that map scores to scores (``MaxConstraint``, ``LabelGraphRefinement``) are in :mod:`hierloss.layers`.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,7 @@ from hierloss.losses.asymmetric import AsymmetricLoss, asymmetric_loss
 from hierloss.losses.focal import FocalLoss, focal_loss
 from hierloss.losses.hbce import HBCELoss, hbce_loss
 from hierloss.losses.hierarchy_penalty import HierarchyPenalty, hierarchy_penalty
-from hierloss.losses.label_graph import LabelGraphRefinement, label_graph_refinement
-from hierloss.losses.max_constraint import MaxConstraint, MCLoss, mc_loss
+from hierloss.losses.max_constraint import MCLoss, mc_loss
 from hierloss.losses.multilabel_softmax import MultiLabelSoftmaxLoss, multilabel_softmax_loss
 from hierloss.losses.zlpr import ZLPRLoss, zlpr_loss
 
@@ -17,9 +20,7 @@ __all__ = [
     "FocalLoss",
     "HBCELoss",
     "HierarchyPenalty",
-    "LabelGraphRefinement",
     "MCLoss",
-    "MaxConstraint",
     "MultiLabelSoftmaxLoss",
     "ZLPRLoss",
     "asymmetric_loss",
@@ -27,7 +28,6 @@ __all__ = [
     "hbce_backend",
     "hbce_loss",
     "hierarchy_penalty",
-    "label_graph_refinement",
     "mc_loss",
     "multilabel_softmax_loss",
     "zlpr_loss",

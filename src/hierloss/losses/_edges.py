@@ -1,4 +1,4 @@
-"""Turning a hierarchy and a ``penalties`` argument into the ``(edge_index, edge_weight)`` constants of a loss."""
+"""Turning a hierarchy and an ``edge_weight`` argument into the ``(edge_index, edge_weight)`` constants of a loss."""
 
 from __future__ import annotations
 
@@ -53,61 +53,61 @@ def check_penalty_args(mode: str, threshold: float, temperature: float,
     return form, edge_reduction
 
 
-def resolve_edges(hierarchy: Hierarchy, penalties: Any, closure: bool = False) -> tuple[Tensor, Tensor]:
+def resolve_edges(hierarchy: Hierarchy, edge_weight: Any = 1.0, closure: bool = False) -> tuple[Tensor, Tensor]:
     """Return ``(edge_index (2, E) long, edge_weight (E,) float32)`` for ``hierarchy`` (or its closure).
 
     Args:
         hierarchy: the label hierarchy.
-        penalties: a float (the same penalty on every edge), a sequence or 1-D tensor of length ``E`` in
-            ``edges`` order, a mapping ``{(parent, child): value}`` naming every edge, or an
-            :class:`~hierloss.penalties.EdgePenalties` fitted on the same hierarchy.
-        closure: penalise every (ancestor, descendant) pair of ``hierarchy.closure()`` instead of direct edges;
-            per-edge penalties must then follow ``hierarchy.closure().edges``.
+        edge_weight: the weights ``w_e`` of the edges: a number (the same on every edge), a sequence or 1-D
+            tensor of length ``E`` in ``edges`` order, a mapping ``{(parent, child): value}`` naming every edge, or
+            an :class:`~hierloss.edge_weights.EdgeWeights` fitted on the same hierarchy.
+        closure: weigh every (ancestor, descendant) pair of ``hierarchy.closure()`` instead of direct edges;
+            per-edge weights must then follow ``hierarchy.closure().edges``.
 
     Raises:
-        ValueError: on a length mismatch, unknown or missing edges (named), a negative or non-finite penalty
-            (naming its edge), or penalties fitted on another hierarchy.
-        TypeError: on an unsupported ``penalties`` type.
+        ValueError: on a length mismatch, unknown or missing edges (named), a negative or non-finite weight
+            (naming its edge), or weights fitted on another hierarchy.
+        TypeError: if ``hierarchy`` is not a Hierarchy, or on an unsupported ``edge_weight`` type.
     """
     if not isinstance(hierarchy, Hierarchy):
         raise TypeError(f"expected a hierloss.Hierarchy, got {type(hierarchy).__name__}")
     target = hierarchy.closure() if closure else hierarchy
     edges = target.edges
     where = "hierarchy.closure().edges" if closure else "hierarchy.edges"
+    kinds = "a number, a sequence, a tensor, a mapping or EdgeWeights"
     values: Tensor
-    if isinstance(penalties, bool):
-        raise TypeError("penalties must be a number, a sequence, a tensor, a mapping or EdgePenalties, got bool")
-    if isinstance(penalties, (int, float)):
-        values = torch.full((len(edges),), float(penalties), dtype=torch.float64)
-    elif hasattr(penalties, "values") and hasattr(penalties, "hierarchy") and not isinstance(penalties, Mapping):
-        if penalties.hierarchy != target:
+    if isinstance(edge_weight, bool):
+        raise TypeError(f"edge_weight must be {kinds}, got bool")
+    if isinstance(edge_weight, (int, float)):
+        values = torch.full((len(edges),), float(edge_weight), dtype=torch.float64)
+    elif hasattr(edge_weight, "values") and hasattr(edge_weight, "hierarchy") and not isinstance(edge_weight, Mapping):
+        if edge_weight.hierarchy != target:
             raise ValueError(
-                "penalties were fitted on another hierarchy"
-                + ("; with closure=True fit them on hierarchy.closure()" if closure else "")
+                "edge_weight was fitted on another hierarchy"
+                + ("; with closure=True fit it on hierarchy.closure()" if closure else "")
             )
-        values = torch.as_tensor(penalties.values, dtype=torch.float64)
-    elif isinstance(penalties, Mapping):
+        values = torch.as_tensor(edge_weight.values, dtype=torch.float64)
+    elif isinstance(edge_weight, Mapping):
         known = set(edges)
-        given = {tuple(k) for k in penalties}
+        given = {tuple(k) for k in edge_weight}
         unknown = sorted(given - known)
         if unknown:
-            raise ValueError(f"penalties name edges that are not in {where}: {unknown[:10]!r}")
+            raise ValueError(f"edge_weight names edges that are not in {where}: {unknown[:10]!r}")
         missing = [e for e in edges if e not in given]
         if missing:
-            raise ValueError(f"penalties are missing edges of {where}: {missing[:10]!r}")
-        values = torch.tensor([float(penalties[e]) for e in edges], dtype=torch.float64)
-    elif isinstance(penalties, Tensor) or (isinstance(penalties, Sequence) and not isinstance(penalties, str)):
-        values = torch.as_tensor(penalties, dtype=torch.float64).detach().cpu()
+            raise ValueError(f"edge_weight is missing edges of {where}: {missing[:10]!r}")
+        values = torch.tensor([float(edge_weight[e]) for e in edges], dtype=torch.float64)
+    elif isinstance(edge_weight, Tensor) or (isinstance(edge_weight, Sequence) and not isinstance(edge_weight, str)):
+        values = torch.as_tensor(edge_weight, dtype=torch.float64).detach().cpu()
         if values.ndim != 1 or values.numel() != len(edges):
-            raise ValueError(f"Expected {len(edges)} penalties (one per edge of {where}), got shape "
+            raise ValueError(f"Expected {len(edges)} edge weights (one per edge of {where}), got shape "
                              f"{tuple(values.shape)}")
     else:
-        raise TypeError("penalties must be a number, a sequence, a tensor, a mapping or EdgePenalties, got "
-                        f"{type(penalties).__name__}")
+        raise TypeError(f"edge_weight must be {kinds}, got {type(edge_weight).__name__}")
     bad = ~torch.isfinite(values) | (values < 0)
     if bool(bad.any()):
         k = int(torch.nonzero(bad)[0])
-        raise ValueError(f"penalty of edge {edges[k]!r} is {float(values[k])!r}; penalties must be finite and >= 0")
+        raise ValueError(f"weight of edge {edges[k]!r} is {float(values[k])!r}; edge weights must be finite and >= 0")
     return target.edge_index, values.to(torch.float32)
 
 
@@ -116,19 +116,19 @@ class EdgeModule(nn.Module):
 
     Loading a state dict checks that its ``edge_index`` is this module's: a state dict saved from a loss over
     another hierarchy is refused with an error naming the first differing edge (the module's derived buffers and
-    its ``hierarchy`` could not follow it). ``edge_weight`` (the penalties) loads freely.
+    its ``hierarchy`` could not follow it). ``edge_weight`` (the weights ``w_e``) loads freely.
     """
 
     edge_index: Tensor
     edge_weight: Tensor
 
-    def __init__(self, hierarchy: Hierarchy, penalties: Any, closure: bool) -> None:
+    def __init__(self, hierarchy: Hierarchy, edge_weight: Any, closure: bool) -> None:
         super().__init__()
-        edge_index, edge_weight = resolve_edges(hierarchy, penalties, closure)
+        edge_index, weight = resolve_edges(hierarchy, edge_weight, closure)
         self.hierarchy = hierarchy
         self.closure = closure
         self.register_buffer("edge_index", edge_index)
-        self.register_buffer("edge_weight", edge_weight)
+        self.register_buffer("edge_weight", weight)
 
     def _check_width(self, input: Tensor) -> None:
         if input.ndim != 2 or input.shape[1] != self.hierarchy.num_labels:

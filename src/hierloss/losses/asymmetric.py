@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
-from hierloss._reduction import check_reduction
+from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_target, validating
-from hierloss.losses._elementwise import check_pair, reduce_elements
+from hierloss.losses._elementwise import check_pair
 
 __all__ = ["AsymmetricLoss", "asymmetric_loss"]
 
@@ -99,7 +99,7 @@ def asymmetric_loss(
         loss = -loss
         if valid is not None:
             loss = torch.where(valid, loss, 0.0)
-        return reduce_elements(loss, valid, reduction)
+        return reduce_loss(loss, reduction, valid)
 
 
 class AsymmetricLoss(nn.Module):

@@ -25,11 +25,11 @@ from torch import Tensor
 
 from hierloss._autocast import autocast_disabled
 from hierloss._penalty_forms import DEFAULT_MODE, DEFAULT_TEMPERATURE
-from hierloss._reduction import check_reduction, reduce_samples
+from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_pos_weight, check_probabilities, check_target, validating
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses import _hbce_backend
-from hierloss.losses._edges import EdgeModule, check_penalty_args, resolve_scale
+from hierloss.losses._edges import EdgeModule, check_penalty_args, resolve_edges, resolve_scale
 
 __all__ = ["HBCELoss", "hbce_loss"]
 
@@ -50,8 +50,8 @@ def _check_shapes(input: Tensor, target: Tensor, edge_index: Tensor, edge_weight
 def hbce_loss(
     input: Tensor,
     target: Tensor,
-    edge_index: Tensor,
-    edge_weight: Tensor,
+    hierarchy: Hierarchy,
+    edge_weight: Any = 1.0,
     scale: float | None = None,
     mode: str = DEFAULT_MODE,
     threshold: float = 0.5,
@@ -61,6 +61,7 @@ def hbce_loss(
     pos_weight: Tensor | None = None,
     ignore_index: float | None = None,
     edge_reduction: str | None = None,
+    closure: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
     """Hierarchical BCE: per sample, the mean BCE over labels plus ``Σ_e scale · w_e · penalty_e``.
@@ -69,8 +70,13 @@ def hbce_loss(
         input: ``(N, C)`` logits (``from_logits=True``) or probabilities.
         target: ``(N, C)`` 0/1 targets (float or integer); NaN and ``ignore_index`` entries are left out of the
             BCE mean of their sample (the penalty depends on predictions only).
-        edge_index: ``(2, E)`` long tensor, parents in row 0 (``hierarchy.edge_index``).
-        edge_weight: ``(E,)`` penalties ``w_e``.
+        hierarchy: the label hierarchy; ``C = hierarchy.num_labels``, ``E = hierarchy.num_edges``. Its edge
+            tensors are built (and copied to ``input``'s device) on every call: in a training loop use
+            :class:`HBCELoss`, which keeps them in buffers.
+        edge_weight: the weights ``w_e``: a number (the same on every edge, the paper's fixed β), a length-``E``
+            sequence or tensor in ``hierarchy.edges`` order, a ``{(parent, child): value}`` mapping naming every
+            edge, or an :class:`~hierloss.edge_weights.EdgeWeights` (e.g. the paper's data-driven weights,
+            ``ConditionalWeight().fit(hierarchy, labels)``).
         scale: λ; the effective weight of edge ``e`` is ``scale · w_e``. ``scale=0`` gives plain BCE. ``None``
             (default) is the mode's default: 0.1 for ``'logit_hinge'``, 1.0 for the others.
         mode: ``'logit_hinge'`` (default: ``max(0, z_child − z_parent)`` on logits), ``'hinge'``,
@@ -88,6 +94,8 @@ def hbce_loss(
         edge_reduction: ``'sum'`` or ``'mean'`` of the penalty over edges; ``None`` is ``'sum'`` for ``'hard'``
             (the reference) and ``'mean'`` for the trainable modes, so that one ``scale`` means the same on
             hierarchies of any size.
+        closure: penalise every (ancestor, descendant) pair of ``hierarchy.closure()`` instead of direct edges
+            (per-edge weights then follow ``hierarchy.closure().edges``).
         validate_args: check values and raise a ``ValueError`` naming the first offending column and value:
             targets in ``[0, 1]``, NaN or ``ignore_index`` (a CheXpert ``-1`` without ``ignore_index=-1`` is
             refused); probabilities in ``[0, 1]`` with ``from_logits=False``; ``pos_weight`` finite and ``>= 0``.
@@ -103,18 +111,23 @@ def hbce_loss(
         >>> h = Hierarchy.from_edges([("a", "b")])
         >>> logits = torch.tensor([[-1.0, 2.0]])
         >>> target = torch.tensor([[1.0, 1.0]])
-        >>> round(hbce_loss(logits, target, h.edge_index, torch.ones(1), scale=0.0).item(), 4)
+        >>> round(hbce_loss(logits, target, h, scale=0.0).item(), 4)
         0.7201
     """
-    return _hbce_loss(input, target, edge_index, edge_weight, scale, mode, threshold, temperature, reduction,
-                      from_logits, pos_weight, ignore_index, edge_reduction, validate_args, None, None)
+    edge_index, weight = resolve_edges(hierarchy, edge_weight, closure)
+    if input.ndim != 2 or input.shape[1] != hierarchy.num_labels:
+        raise ValueError(f"Expected `input` of shape (N, {hierarchy.num_labels}), got {tuple(input.shape)}")
+    return _hbce_loss(input, target, edge_index.to(input.device), weight.to(input.device), scale, mode, threshold,
+                      temperature, reduction, from_logits, pos_weight, ignore_index, edge_reduction, validate_args,
+                      hierarchy.labels, None)
 
 
 def _hbce_loss(input: Tensor, target: Tensor, edge_index: Tensor, edge_weight: Tensor, scale: float | None,
                mode: str, threshold: float, temperature: float, reduction: str, from_logits: bool,
                pos_weight: Tensor | None, ignore_index: float | None, edge_reduction: str | None,
                validate_args: bool, labels: tuple[str, ...] | None, plan: _hbce_backend.EdgePlan | None) -> Tensor:
-    """:func:`hbce_loss` with the module's label names (for errors) and precomputed edge plan (in its buffers)."""
+    """:func:`hbce_loss` on edge tensors, with the label names (for errors) and an optional precomputed edge plan
+    (:class:`HBCELoss` passes its buffers)."""
     form, edge_red = check_penalty_args(mode, threshold, temperature, edge_reduction)
     scale = resolve_scale(form, scale)
     check_reduction(reduction)
@@ -132,7 +145,7 @@ def _hbce_loss(input: Tensor, target: Tensor, edge_index: Tensor, edge_weight: T
         weight_scale = scale / num_edges if edge_red == "mean" and num_edges else scale
         loss, reduced = _hbce_backend.hbce(x, target, ignore_index, pw, edge_index, edge_weight.to(x.dtype),
                                            weight_scale, form, threshold, temperature, reduction, from_logits, plan)
-    return loss if reduced else reduce_samples(loss, reduction)
+    return loss if reduced else reduce_loss(loss, reduction)
 
 
 class HBCELoss(EdgeModule):
@@ -140,18 +153,18 @@ class HBCELoss(EdgeModule):
 
     ``HBCELoss(hierarchy)`` trains with the default penalty (``mode='logit_hinge'``, averaged over edges,
     λ = 0.1);
-    ``HBCELoss(hierarchy, penalties=EdgePenalties, scale=λ, mode='hard', from_logits=False)`` is the
+    ``HBCELoss(hierarchy, edge_weight=EdgeWeights, scale=λ, mode='hard', from_logits=False)`` is the
     reference loss of Asadi et al. (2025), value for value. See :func:`hbce_loss` for every argument.
 
     Constants (``edge_index``, ``edge_weight``, ``pos_weight``) are buffers: ``.to()``, ``.cuda()``, ``.half()``
     and ``state_dict()`` work, and ``forward`` never synchronises with the host. A state dict saved over another
-    hierarchy is refused when loaded (its ``edge_index`` differs); penalties (``edge_weight``) load freely.
+    hierarchy is refused when loaded (its ``edge_index`` differs); the weights (``edge_weight``) load freely.
 
     Args:
         hierarchy: the label hierarchy; ``C = hierarchy.num_labels``.
-        penalties: a float (fixed β on every edge), a length-``E`` sequence/tensor in ``hierarchy.edges`` order,
-            a ``{(parent, child): value}`` mapping naming every edge, or an
-            :class:`~hierloss.penalties.EdgePenalties`.
+        edge_weight: the weights ``w_e`` (see :func:`hbce_loss`): a number (fixed β on every edge), a length-``E``
+            sequence/tensor in ``hierarchy.edges`` order, a ``{(parent, child): value}`` mapping naming every edge,
+            or an :class:`~hierloss.edge_weights.EdgeWeights`.
         scale: λ, multiplies every penalty; ``None``: the mode's default (0.1 for ``'logit_hinge'``, else 1.0).
         mode: ``'logit_hinge'`` (default), ``'hinge'``, ``'squared_hinge'``, ``'soft'`` or ``'hard'``.
         threshold: threshold of ``'hard'`` / ``'soft'``.
@@ -185,7 +198,7 @@ class HBCELoss(EdgeModule):
     def __init__(
         self,
         hierarchy: Hierarchy,
-        penalties: Any = 1.0,
+        edge_weight: Any = 1.0,
         scale: float | None = None,
         mode: str = DEFAULT_MODE,
         threshold: float = 0.5,
@@ -206,7 +219,7 @@ class HBCELoss(EdgeModule):
                 raise ValueError(f"Expected `pos_weight` of shape ({hierarchy.num_labels},), got "
                                  f"{tuple(pos_weight.shape)}")
             check_pos_weight(pos_weight, hierarchy.labels)
-        super().__init__(hierarchy, penalties, closure)
+        super().__init__(hierarchy, edge_weight, closure)
         self.register_buffer("pos_weight", pos_weight)
         # The fused kernel's edge plan, derived from edge_index (not in the state dict)
         plan = _hbce_backend.edge_plan(self.edge_index, hierarchy.num_labels)

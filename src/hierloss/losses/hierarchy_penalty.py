@@ -9,10 +9,10 @@ from torch import Tensor
 
 from hierloss._autocast import autocast_disabled
 from hierloss._penalty_forms import DEFAULT_MODE, DEFAULT_TEMPERATURE, edge_penalty, penalty_space
-from hierloss._reduction import check_reduction, reduce_samples
+from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_probabilities, validating
 from hierloss.hierarchy import Hierarchy
-from hierloss.losses._edges import EdgeModule, check_penalty_args, resolve_scale
+from hierloss.losses._edges import EdgeModule, check_penalty_args, resolve_edges, resolve_scale
 
 __all__ = ["DEFAULT_MODE", "DEFAULT_TEMPERATURE", "HierarchyPenalty", "edge_terms", "hierarchy_penalty"]
 
@@ -43,8 +43,8 @@ def edge_terms(v_parent: Tensor, v_child: Tensor, mode: str, threshold: float = 
 
 def hierarchy_penalty(
     input: Tensor,
-    edge_index: Tensor,
-    edge_weight: Tensor,
+    hierarchy: Hierarchy,
+    edge_weight: Any = 1.0,
     scale: float | None = None,
     mode: str = DEFAULT_MODE,
     threshold: float = 0.5,
@@ -52,14 +52,17 @@ def hierarchy_penalty(
     from_logits: bool = True,
     edge_reduction: str | None = None,
     reduction: str = "mean",
+    closure: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
     """Hierarchy penalty ``Σ_e scale · w_e · penalty_e`` per sample (``edge_reduction='mean'`` divides by ``E``).
 
     Args:
         input: ``(N, C)`` logits (``from_logits=True``) or probabilities.
-        edge_index: ``(2, E)`` long tensor, parents in row 0 (``hierarchy.edge_index``).
-        edge_weight: ``(E,)`` per-edge penalties ``w_e``.
+        hierarchy: the label hierarchy; its edge tensors are built (and copied to ``input``'s device) on every
+            call: in a training loop use :class:`HierarchyPenalty`, which keeps them in buffers.
+        edge_weight: the weights ``w_e``: a number, a length-``E`` sequence or tensor, a ``{(parent, child): value}``
+            mapping or an :class:`~hierloss.edge_weights.EdgeWeights` (see :func:`~hierloss.functional.hbce_loss`).
         scale: multiplies every weight (the paper's λ); ``None`` is the mode's default: 0.1 for ``'logit_hinge'``,
             1.0 for the others.
         mode: ``'logit_hinge'`` (default), ``'hinge'``, ``'squared_hinge'``, ``'soft'`` or ``'hard'`` (see
@@ -70,6 +73,7 @@ def hierarchy_penalty(
         edge_reduction: ``'sum'`` or ``'mean'`` over edges; ``None`` is ``'sum'`` for ``'hard'`` (the
             reference) and ``'mean'`` otherwise.
         reduction: ``'mean'`` | ``'sum'`` over samples, or ``'none'`` for the ``(N,)`` vector.
+        closure: penalise every (ancestor, descendant) pair of ``hierarchy.closure()`` instead of direct edges.
         validate_args: with ``from_logits=False``, check that ``input`` holds probabilities in ``[0, 1]`` and
             raise a ``ValueError`` naming the first offending column and value (a device synchronisation on a
             GPU); ``False`` checks no value and never synchronises. Skipped under ``torch.compile``.
@@ -82,10 +86,22 @@ def hierarchy_penalty(
         >>> from hierloss import Hierarchy
         >>> h = Hierarchy.from_edges([("a", "b")])
         >>> probs = torch.tensor([[0.2, 0.9], [0.9, 0.2]])
-        >>> hierarchy_penalty(probs, h.edge_index, torch.ones(1), scale=1.0, mode="hinge", from_logits=False,
-        ...                   reduction="none")
+        >>> hierarchy_penalty(probs, h, scale=1.0, mode="hinge", from_logits=False, reduction="none")
         tensor([0.7000, 0.0000])
     """
+    edge_index, weight = resolve_edges(hierarchy, edge_weight, closure)
+    if input.ndim != 2 or input.shape[1] != hierarchy.num_labels:
+        raise ValueError(f"Expected `input` of shape (N, {hierarchy.num_labels}), got {tuple(input.shape)}")
+    if not from_logits and validating(validate_args):
+        check_probabilities(input, hierarchy.labels)
+    return _hierarchy_penalty(input, edge_index.to(input.device), weight.to(input.device), scale, mode, threshold,
+                              temperature, from_logits, edge_reduction, reduction)
+
+
+def _hierarchy_penalty(input: Tensor, edge_index: Tensor, edge_weight: Tensor, scale: float | None, mode: str,
+                       threshold: float, temperature: float, from_logits: bool, edge_reduction: str | None,
+                       reduction: str) -> Tensor:
+    """:func:`hierarchy_penalty` on edge tensors (:class:`HierarchyPenalty` passes its buffers), values unchecked."""
     form, edge_red = check_penalty_args(mode, threshold, temperature, edge_reduction)
     scale = resolve_scale(form, scale)
     check_reduction(reduction)
@@ -94,8 +110,6 @@ def hierarchy_penalty(
     if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_weight.shape != (edge_index.shape[1],):
         raise ValueError(f"Expected edge_index (2, E) and edge_weight (E,), got {tuple(edge_index.shape)} and "
                          f"{tuple(edge_weight.shape)}")
-    if not from_logits and validating(validate_args):
-        check_probabilities(input)
     with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()  # low precision computes in float32
         weight = edge_weight.to(x.dtype) * scale
@@ -103,7 +117,7 @@ def hierarchy_penalty(
             weight = weight / max(edge_index.shape[1], 1)
         per_sample = edge_penalty(penalty_space(x, form, from_logits), edge_index, weight, form, threshold,
                                   temperature)
-    return reduce_samples(per_sample, reduction)
+    return reduce_loss(per_sample, reduction)
 
 
 class HierarchyPenalty(EdgeModule):
@@ -115,8 +129,8 @@ class HierarchyPenalty(EdgeModule):
 
     Args:
         hierarchy: the label hierarchy; ``C = hierarchy.num_labels``, ``E = hierarchy.num_edges``.
-        penalties: a float, a length-``E`` sequence/tensor, a ``{(parent, child): value}`` mapping or an
-            :class:`~hierloss.penalties.EdgePenalties`.
+        edge_weight: the weights ``w_e``: a number, a length-``E`` sequence/tensor, a ``{(parent, child): value}``
+            mapping or an :class:`~hierloss.edge_weights.EdgeWeights`.
         scale: λ, multiplies every penalty; ``None``: the mode's default (0.1 for ``'logit_hinge'``, else 1.0).
         mode: see :func:`hierarchy_penalty`.
         threshold: see :func:`hierarchy_penalty`.
@@ -143,7 +157,7 @@ class HierarchyPenalty(EdgeModule):
     def __init__(
         self,
         hierarchy: Hierarchy,
-        penalties: Any = 1.0,
+        edge_weight: Any = 1.0,
         scale: float | None = None,
         mode: str = DEFAULT_MODE,
         threshold: float = 0.5,
@@ -156,7 +170,7 @@ class HierarchyPenalty(EdgeModule):
     ) -> None:
         form, effective_edge_reduction = check_penalty_args(mode, threshold, temperature, edge_reduction)
         check_reduction(reduction)
-        super().__init__(hierarchy, penalties, closure)
+        super().__init__(hierarchy, edge_weight, closure)
         self._edge_reduction = effective_edge_reduction
         self.scale = resolve_scale(form, scale)
         self.mode = mode
@@ -172,8 +186,8 @@ class HierarchyPenalty(EdgeModule):
         self._check_width(input)
         if not self.from_logits and validating(self.validate_args):
             check_probabilities(input, self.hierarchy.labels)  # here with the labels' names
-        return hierarchy_penalty(input, self.edge_index, self.edge_weight, self.scale, self.mode, self.threshold,
-                                 self.temperature, self.from_logits, self.edge_reduction, self.reduction, False)
+        return _hierarchy_penalty(input, self.edge_index, self.edge_weight, self.scale, self.mode, self.threshold,
+                                  self.temperature, self.from_logits, self.edge_reduction, self.reduction)
 
     def extra_repr(self) -> str:
         return (f"num_labels={self.hierarchy.num_labels}, num_edges={self.edge_index.shape[1]}, mode={self.mode!r}, "

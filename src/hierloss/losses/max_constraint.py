@@ -15,22 +15,20 @@ level-wise kernel of :mod:`hierloss.propagation`, ``O(N·(C + E))`` memory.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
-from hierloss._reduction import check_reduction
+from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_target, validating
 from hierloss.hierarchy import Hierarchy
-from hierloss.losses._elementwise import check_pair, reduce_elements
+from hierloss.layers._plan_module import PlanModule
+from hierloss.losses._elementwise import check_pair
 from hierloss.propagation import PropagationPlan, propagate_levels
 
-__all__ = ["MCLoss", "MaxConstraint", "mc_loss"]
+__all__ = ["MCLoss", "mc_loss"]
 
 
 def mc_loss(
@@ -97,84 +95,10 @@ def _mc_loss(input: Tensor, target: Tensor, plan: PropagationPlan, reduction: st
         loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
         if valid is not None:
             loss = torch.where(valid, loss, 0.0)
-        return reduce_elements(loss, valid, reduction)
+        return reduce_loss(loss, reduction, valid)
 
 
-class _UpwardPlanBuffers(nn.Module):
-    """Holds a hierarchy's upward propagation plan as buffers, so that it follows the module across devices.
-
-    Loading a state dict whose plan differs (saved over another hierarchy) is refused: the plan must stay the one
-    of ``self.hierarchy``.
-    """
-
-    plan_source: Tensor
-    plan_target: Tensor
-
-    def __init__(self, hierarchy: Hierarchy) -> None:
-        super().__init__()
-        if not isinstance(hierarchy, Hierarchy):
-            raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
-        plan = PropagationPlan.upward(hierarchy)
-        self.hierarchy = hierarchy
-        self.register_buffer("plan_source", plan.source)
-        self.register_buffer("plan_target", plan.target)
-        self.plan_sizes = plan.sizes
-
-    def _plan(self) -> PropagationPlan:
-        return PropagationPlan(self.plan_source, self.plan_target, self.plan_sizes, "amax")
-
-    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, local_metadata: Any, strict: bool,
-                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
-        for name in ("plan_source", "plan_target"):
-            loaded = state_dict.get(prefix + name)
-            own = getattr(self, name)
-            if isinstance(loaded, Tensor) and (loaded.shape != own.shape or not torch.equal(loaded.cpu(), own.cpu())):
-                error_msgs.append(f"{prefix}{name}: the state dict was saved for another hierarchy (its propagation "
-                                  f"plan differs); build the {type(self).__name__} from the hierarchy it was saved "
-                                  "with")
-                return  # nothing of this module is loaded
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-
-    def _check_width(self, input: Tensor, name: str = "input") -> None:
-        if input.ndim == 0 or input.shape[-1] != self.hierarchy.num_labels:
-            raise ValueError(f"Expected `{name}` of shape (..., {self.hierarchy.num_labels}), got {tuple(input.shape)}")
-
-    def extra_repr(self) -> str:
-        return f"num_labels={self.hierarchy.num_labels}, num_edges={self.hierarchy.num_edges}"
-
-
-class MaxConstraint(_UpwardPlanBuffers):
-    """C-HMCNN's max-constraint module: each label's score becomes the max over itself and its descendants.
-
-    Use it at inference on the sigmoid outputs of a head trained with :class:`MCLoss`:
-    ``probs = MaxConstraint(hierarchy)(torch.sigmoid(logits))``. The output is coherent (``out[a] ≥ out[d]`` for
-    every ancestor ``a`` of ``d``). It works on any monotone score (probabilities, logits, 0/1 labels) and is
-    differentiable (the gradient goes to the arg-max, split among ties). Functional twin:
-    :func:`hierloss.functional.max_over_descendants`.
-
-    Args:
-        hierarchy: the label hierarchy; ``C = hierarchy.num_labels``.
-
-    Shape:
-        input ``(..., C)``; output the same shape, dtype and device.
-
-    Example:
-        >>> import torch
-        >>> from hierloss import Hierarchy
-        >>> h = Hierarchy.from_dict({"a": ["b"], "b": ["c"]})
-        >>> MaxConstraint(h)(torch.tensor([[0.1, 0.2, 0.9]]))
-        tensor([[0.9000, 0.9000, 0.9000]])
-    """
-
-    def forward(self, input: Tensor) -> Tensor:
-        """Max over self and descendants of ``input`` (``(..., C)`` scores)."""
-        self._check_width(input)
-        plan = self._plan()
-        return propagate_levels(input, plan.source, plan.target, plan.sizes, "amax")
-
-
-class MCLoss(_UpwardPlanBuffers):
+class MCLoss(PlanModule):
     """C-HMCNN's training loss (Giunchiglia & Lukasiewicz, NeurIPS 2020); ``loss(logits, target)``.
 
     ``BCE((1 − y)·MCM(h) + y·MCM(y·h), y)`` with ``h = σ(logits)``, averaged over ``N·C``; see :func:`mc_loss`.

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
-from hierloss._reduction import check_reduction, reduce_samples
+from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_target, validating
 from hierloss.losses._elementwise import check_pair
 
@@ -75,7 +75,7 @@ def multilabel_softmax_loss(
         lse_negative = shift + torch.log(torch.where(has_negative, total, 1.0))  # finite; unused without negatives
         terms = torch.where(positive & has_negative, F.softplus(lse_negative - x), 0.0)
         per_sample = terms.sum(-1) / positive.sum(-1).clamp_min(1)
-    return reduce_samples(per_sample, reduction)
+    return reduce_loss(per_sample, reduction)
 
 
 class MultiLabelSoftmaxLoss(nn.Module):

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
-from hierloss._reduction import check_reduction, reduce_samples
+from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_target, validating
 from hierloss.losses._elementwise import check_pair
 
@@ -84,7 +84,7 @@ def zlpr_loss(
         neg_inf = float("-inf")
         per_sample = (log1p_sum_exp(torch.where(negative, s, neg_inf))
                       + log1p_sum_exp(torch.where(positive, -s, neg_inf)))
-    return reduce_samples(per_sample, reduction)
+    return reduce_loss(per_sample, reduction)
 
 
 def _check_temperature(temperature: float) -> None:

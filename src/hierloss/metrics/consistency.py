@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-def edge_flags(scores: Tensor, edge_index: Tensor, threshold: float | None) -> Tensor:
+def _edge_flags(scores: Tensor, edge_index: Tensor, threshold: float | None) -> Tensor:
     """Bool ``(N, E)`` violation flags of ``(N, C)`` probabilities for a ``(2, E)`` parent/child ``edge_index``:
     the penalty forms' violation test (:func:`hierloss._penalty_forms.violated`)."""
     return violated(scores.index_select(1, edge_index[0]), scores.index_select(1, edge_index[1]), threshold)
@@ -65,7 +65,7 @@ def edge_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 
     """
     check_threshold(threshold)
     scores = scores_for(preds, hierarchy, from_logits, validate_args=validate_args)
-    return edge_flags(scores, hierarchy.edge_index.to(scores.device), threshold)
+    return _edge_flags(scores, hierarchy.edge_index.to(scores.device), threshold)
 
 
 def sample_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,

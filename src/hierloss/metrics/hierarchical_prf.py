@@ -15,20 +15,20 @@ __all__ = ["hierarchical_prf"]
 AVERAGES = ("micro", "macro", "samples")
 
 
-def check_average(average: object) -> None:
+def _check_average(average: object) -> None:
     """Raise ``ValueError`` unless ``average`` is ``'micro'``, ``'macro'`` or ``'samples'``."""
     if average not in AVERAGES:
         raise ValueError(f"average must be 'micro', 'macro' or 'samples', got {average!r}")
 
 
-def check_arguments(average: object, threshold: object, zero_division: object) -> None:
+def _check_arguments(average: object, threshold: object, zero_division: object) -> None:
     """The argument rules of :func:`hierarchical_prf` and ``HierarchicalF1`` (Python values only, no tensor read)."""
-    check_average(average)
+    _check_average(average)
     check_threshold(threshold, allow_none=False)
     check_zero_division(zero_division)
 
 
-def augmented_sets(preds: Any, target: Any, hierarchy: Hierarchy, threshold: float, from_logits: bool = False,
+def _augmented_sets(preds: Any, target: Any, hierarchy: Hierarchy, threshold: float, from_logits: bool = False,
                    validate_args: bool = True) -> tuple[Tensor, Tensor]:
     """Bool ``(N, C)`` predicted (score > ``threshold``) and true label sets, each closed under ancestors."""
     scores = scores_for(preds, hierarchy, from_logits, validate_args=validate_args)
@@ -36,7 +36,7 @@ def augmented_sets(preds: Any, target: Any, hierarchy: Hierarchy, threshold: flo
     return hierarchy.propagate(scores > threshold), hierarchy.propagate(truth)
 
 
-def prf_counts(predicted: Tensor, actual: Tensor, average: str) -> tuple[Tensor, Tensor, Tensor]:
+def _prf_counts(predicted: Tensor, actual: Tensor, average: str) -> tuple[Tensor, Tensor, Tensor]:
     """``(|P̂ ∩ T̂|, |P̂|, |T̂|)`` as float64: totals (``'micro'``), per label ``(C,)`` or per sample ``(N,)``."""
     inter, predicted, actual = (predicted & actual).double(), predicted.double(), actual.double()
     if average == "micro":
@@ -50,7 +50,7 @@ def _ratio(num: Tensor, den: Tensor, zero_division: float) -> Tensor:
     return torch.where(den > 0, num / safe, torch.full_like(num, zero_division))
 
 
-def prf_from_counts(inter: Tensor, n_pred: Tensor, n_true: Tensor,
+def _prf_from_counts(inter: Tensor, n_pred: Tensor, n_true: Tensor,
                     zero_division: float) -> tuple[Tensor, Tensor, Tensor]:
     """Elementwise precision, recall and F1 from counts, with scikit-learn's zero-division rule.
 
@@ -112,9 +112,9 @@ def hierarchical_prf(preds: Any, target: Any, hierarchy: Hierarchy, average: str
         >>> print(*(round(float(v), 3) for v in hierarchical_prf(preds, target, h)))
         0.5 0.5 0.5
     """
-    check_arguments(average, threshold, zero_division)
-    predicted, actual = augmented_sets(preds, target, hierarchy, threshold, from_logits, validate_args)
-    p, r, f = prf_from_counts(*prf_counts(predicted, actual, average), zero_division)
+    _check_arguments(average, threshold, zero_division)
+    predicted, actual = _augmented_sets(preds, target, hierarchy, threshold, from_logits, validate_args)
+    p, r, f = _prf_from_counts(*_prf_counts(predicted, actual, average), zero_division)
     if average == "micro":
         return p, r, f
     if p.numel() == 0:  # no samples (or no labels) to average over

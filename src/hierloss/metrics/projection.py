@@ -13,20 +13,21 @@ from hierloss.propagation import max_over_descendants, min_over_ancestors
 __all__ = ["coherent"]
 
 
-def coherent(probs: Any, hierarchy: Hierarchy, method: str = "max") -> Any:
+def coherent(preds: Any, hierarchy: Hierarchy, method: str = "max") -> Any:
     """Make scores coherent with the hierarchy: every parent scores at least as high as each of its children.
 
     * ``'max'``: each label becomes the max over itself and its descendants (C-HMCNN's max-constraint module);
       never lowers a score.
     * ``'min'``: each label becomes the min over itself and its ancestors; never raises a score.
 
-    Both are exact on DAGs and leave no violation at any threshold. They run level by level over the hierarchy
-    (:mod:`hierloss.propagation`): ``O(N·E)`` work and no ``(N, C, C)`` tensor. On cellcycle_GO (4,125 labels,
-    5,824 edges) 512 samples take about 80 ms on one CPU thread with a peak of a few tens of MiB, where C-HMCNN's
-    dense form would need 32.5 GiB (``benchmarks/bench_coherent.py``).
+    Both are exact on DAGs and leave no violation at any threshold. ``'max'`` is
+    :func:`hierloss.functional.max_over_descendants` (the one implementation, also behind ``MaxConstraint`` and
+    ``Hierarchy.propagate``) and ``'min'`` :func:`~hierloss.functional.min_over_ancestors`, applied to any array.
+    They run level by level over the hierarchy (:mod:`hierloss.propagation`): ``O(N·E)`` work and no
+    ``(N, C, C)`` tensor (measurements in ``docs/benchmarks.md``).
 
     Args:
-        probs: ``(N, C)`` or ``(C,)`` scores (probabilities or logits: both methods commute with any increasing
+        preds: ``(N, C)`` or ``(C,)`` scores (probabilities or logits: both methods commute with any increasing
             map such as the sigmoid). A NumPy array gives a NumPy array back; tensors keep device and gradient.
         hierarchy: the label hierarchy.
         method: ``'max'`` or ``'min'``.
@@ -42,9 +43,9 @@ def coherent(probs: Any, hierarchy: Hierarchy, method: str = "max") -> Any:
     """
     if method not in ("max", "min"):
         raise ValueError(f"method must be 'max' or 'min', got {method!r}")
-    values = as_tensor(probs, "probs")
+    values = as_tensor(preds, "preds")
     if values.ndim not in (1, 2) or values.shape[-1] != hierarchy.num_labels:
-        raise ValueError(f"Expected `probs` of shape (N, {hierarchy.num_labels}) or ({hierarchy.num_labels},), got "
+        raise ValueError(f"Expected `preds` of shape (N, {hierarchy.num_labels}) or ({hierarchy.num_labels},), got "
                          f"{tuple(values.shape)}")
     out = max_over_descendants(values, hierarchy) if method == "max" else min_over_ancestors(values, hierarchy)
-    return out.numpy() if isinstance(probs, np.ndarray) else out
+    return out.numpy() if isinstance(preds, np.ndarray) else out

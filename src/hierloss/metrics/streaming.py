@@ -25,8 +25,8 @@ except ImportError as err:  # pragma: no cover - exercised only without the opti
 
 from hierloss.hierarchy import Hierarchy
 from hierloss.metrics._inputs import check_no_nan, check_threshold, scores_for, targets_like
-from hierloss.metrics.consistency import edge_flags
-from hierloss.metrics.hierarchical_prf import augmented_sets, check_arguments, prf_counts, prf_from_counts
+from hierloss.metrics.consistency import _edge_flags
+from hierloss.metrics.hierarchical_prf import _augmented_sets, _check_arguments, _prf_counts, _prf_from_counts
 from hierloss.metrics.scores import auroc, average_precision
 
 __all__ = ["AUROC", "AveragePrecision", "HierarchicalF1", "ViolationRate"]
@@ -81,7 +81,7 @@ class ViolationRate(Metric):
     def update(self, preds: Tensor) -> None:
         """Add a batch of ``(N, C)`` predictions."""
         scores = scores_for(preds, self.hierarchy, self.from_logits, validate_args=self.validate_args)
-        flags = edge_flags(scores, self.edge_index.to(scores.device), self.threshold)
+        flags = _edge_flags(scores, self.edge_index.to(scores.device), self.threshold)
         self.violated += flags.any(dim=1).sum()
         self.edge_violated += flags.sum(0)
         self.total += flags.shape[0]
@@ -126,7 +126,7 @@ class HierarchicalF1(Metric):
                  zero_division: float = 0.0, from_logits: bool = False, validate_args: bool = True,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        check_arguments(average, threshold, zero_division)
+        _check_arguments(average, threshold, zero_division)
         self.hierarchy, self.average, self.threshold, self.zero_division = hierarchy, average, threshold, zero_division
         self.from_logits, self.validate_args = from_logits, validate_args
         shape = (hierarchy.num_labels,) if average == "macro" else ()
@@ -136,11 +136,11 @@ class HierarchicalF1(Metric):
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add a batch of ``(N, C)`` scores and 0/1 targets."""
-        predicted, actual = augmented_sets(preds, target, self.hierarchy, self.threshold, self.from_logits,
+        predicted, actual = _augmented_sets(preds, target, self.hierarchy, self.threshold, self.from_logits,
                                            self.validate_args)
-        inter, n_pred, n_true = prf_counts(predicted, actual, self.average)
+        inter, n_pred, n_true = _prf_counts(predicted, actual, self.average)
         if self.average == "samples":  # keep sums of the per-sample ratios
-            inter, n_pred, n_true = (v.sum() for v in prf_from_counts(inter, n_pred, n_true, self.zero_division))
+            inter, n_pred, n_true = (v.sum() for v in _prf_from_counts(inter, n_pred, n_true, self.zero_division))
         self.inter += inter
         self.n_pred += n_pred
         self.n_true += n_true
@@ -165,7 +165,7 @@ class HierarchicalF1(Metric):
             zd = torch.full_like(self.inter, self.zero_division)
             p, r, f = (torch.where(n > 0, v / n.clamp_min(1), zd) for v in (self.inter, self.n_pred, self.n_true))
             return p, r, f
-        p, r, f = prf_from_counts(self.inter, self.n_pred, self.n_true, self.zero_division)
+        p, r, f = _prf_from_counts(self.inter, self.n_pred, self.n_true, self.zero_division)
         if self.average == "macro":
             return p.mean(), r.mean(), f.mean()
         return p, r, f

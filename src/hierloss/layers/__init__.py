@@ -1,0 +1,14 @@
+"""Layers: modules that map scores to scores, placed after a classifier head.
+
+``MaxConstraint`` (C-HMCNN's max over descendants, an inference projection that makes predictions coherent) and
+``LabelGraphRefinement`` (a learnable label-coupling step). Their functional twins are in
+:mod:`hierloss.functional`. Training objectives are in :mod:`hierloss.losses`, evaluation in
+:mod:`hierloss.metrics`.
+"""
+
+from __future__ import annotations
+
+from hierloss.layers.label_graph import LabelGraphRefinement, coupling_pairs, label_graph_refinement
+from hierloss.layers.max_constraint import MaxConstraint
+
+__all__ = ["LabelGraphRefinement", "MaxConstraint", "coupling_pairs", "label_graph_refinement"]

@@ -4,7 +4,7 @@
     python examples/chexpert/benchmark_throughput.py --loader-workers 8    # also the JPEG → tensor pipeline alone
 
 One *training step* is what ``train.py`` does per batch: forward, HBCE loss (``hbce-hard``, data-free fixed
-penalties), backward, Adam step (with float16 autocast and gradient scaling when AMP is on). Inputs are random
+penalties), backward, Adam step (fp32, or with AMP float16 autocast and gradient scaling). Inputs are random
 tensors already on the device, so the numbers are the model's ceiling; ``--loader-workers`` separately measures how
 many images/s the data pipeline (JPEG decoding, augmentation) delivers from synthetic JPEGs of CheXpert-small's
 size (≈ 390 × 320), which must keep up for the ceiling to be reached. AMP is CUDA-only, as in ``train.py``.
@@ -30,7 +30,7 @@ from chexpert_example.criterion import build_criterion
 from chexpert_example.model import CheXpertDenseNet
 from torch.utils.data import DataLoader
 
-from hierloss.hierarchies import chexpert
+from hierloss.datasets import chexpert_hierarchy
 
 
 def _sync(device: torch.device) -> None:
@@ -42,10 +42,10 @@ def train_throughput(batch_size: int, image_size: int, amp: bool, device: torch.
                      steps: int) -> float:
     """Images per second of full training steps (forward, loss, backward, Adam) on random inputs."""
     torch.manual_seed(0)
-    hierarchy = chexpert()
+    hierarchy = chexpert_hierarchy()
     model = CheXpertDenseNet(hierarchy.num_labels).to(device).train()
     criterion = build_criterion("hbce-hard", hierarchy, 1.0).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, eps=1e-7)  # train.py's defaults
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     images = torch.randn(batch_size, 3, image_size, image_size, device=device)
     target = torch.randint(0, 2, (batch_size, hierarchy.num_labels), device=device).float()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierloss.datasets import CHEXPERT_OBSERVATIONS, chexpert_hierarchy, chexpert_targets
+from hierloss.datasets import CHEXPERT_OBSERVATIONS, CHEXPERT_PARENTS, chexpert_hierarchy, chexpert_targets
 
 _EDGES = {
     ("Abnormal", "Opacity"), ("Abnormal", "Cardiac"), ("Abnormal", "Other"),
@@ -111,3 +111,70 @@ def test_targets_errors() -> None:
     nan.loc[2, "Edema"] = np.nan
     with pytest.raises(ValueError, match=r"column 'Edema' holds nan \(1 values"):
         chexpert_targets(nan)
+
+
+# ---------------------------------------------------------------- uncertainty policies on CheXpert's raw labels
+def _raw_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize(("policy", "uncertain_value"), [("ones", 1.0), ("zeros", 0.0)])
+def test_policies_map_uncertain_and_blanks_like_the_raw_text(shared_data: Path, policy: str,
+                                                              uncertain_value: float) -> None:
+    """'ones' / 'zeros' map '-1.0' to 1 / 0 and blanks to 0 (not mentioned, as the reference), cell by cell, as read
+    from the raw CSV text; the derived columns are then the reference's of those 0/1 observations."""
+    path = shared_data / "chexpert" / "test_labeler.csv"
+    got = chexpert_targets(pd.read_csv(path), policy=policy)  # type: ignore[arg-type]
+    text_value = {"1.0": 1.0, "0.0": 0.0, "-1.0": uncertain_value, "": 0.0}
+    expected = np.array([[text_value[row[name]] for name in CHEXPERT_OBSERVATIONS] for row in _raw_rows(path)])
+    np.testing.assert_array_equal(got[list(CHEXPERT_OBSERVATIONS)].to_numpy(), expected)
+    mapped = pd.DataFrame(expected, columns=list(CHEXPERT_OBSERVATIONS))
+    want = _reference_targets(mapped)
+    for name in ("Uncertain", *CHEXPERT_PARENTS):
+        np.testing.assert_array_equal(got[name].to_numpy(), want[name].to_numpy(), err_msg=name)
+
+
+def test_ignore_policy_leaves_exactly_the_undetermined_targets_missing(shared_data: Path) -> None:
+    """'ignore' makes exactly the -1 cells NaN, still maps blanks to 0, and a derived column is NaN iff resolving
+    the row's -1s in all 2^k ways gives it different values (checked by brute force on every real row with k ≤ 8)."""
+    import itertools
+
+    path = shared_data / "chexpert" / "test_labeler.csv"
+    rows = _raw_rows(path)
+    got = chexpert_targets(pd.read_csv(path), policy="ignore")
+    values = got[list(CHEXPERT_OBSERVATIONS)].to_numpy(dtype=np.float64)
+    expected_nan = np.array([[row[name] == "-1.0" for name in CHEXPERT_OBSERVATIONS] for row in rows])
+    np.testing.assert_array_equal(np.isnan(values), expected_nan)
+    checked = 0
+    for i, row in enumerate(rows):
+        unknown = [name for name in CHEXPERT_OBSERVATIONS if row[name] == "-1.0"]
+        if not unknown or len(unknown) > 8:
+            continue
+        base = {name: {"1.0": 1, "0.0": 0, "": 0, "-1.0": 0}[row[name]] for name in CHEXPERT_OBSERVATIONS}
+        fillings = [dict(base, **dict(zip(unknown, bits))) for bits in itertools.product((0, 1), repeat=len(unknown))]
+        outcomes = _reference_targets(pd.DataFrame(fillings, columns=list(CHEXPERT_OBSERVATIONS)))
+        for name in ("Uncertain", *CHEXPERT_PARENTS):
+            options = set(outcomes[name].tolist())
+            value = got.iloc[i][name]
+            if len(options) == 1:
+                assert value == options.pop(), (row["Study"], name)
+            else:
+                assert np.isnan(value), (row["Study"], name)
+        checked += 1
+    assert checked > 50  # many real rows hold uncertain labels
+
+
+def test_policy_errors_name_the_column_value_and_count() -> None:
+    """An unknown policy, a value outside {1, 0, -1, blank} and a non-numeric cell are refused, named."""
+    frame = pd.DataFrame(0.0, index=range(2), columns=list(CHEXPERT_OBSERVATIONS))
+    with pytest.raises(ValueError, match=r"policy must be one of \('zeros', 'ones', 'ignore'\) or None, got 'u'"):
+        chexpert_targets(frame, policy="u")  # type: ignore[arg-type]
+    frame.loc[0, "Edema"] = 2.0
+    with pytest.raises(ValueError, match=r"column 'Edema' holds 2.0 \(1 values outside \{1, 0, -1, blank\}\)"):
+        chexpert_targets(frame, policy="zeros")
+    frame["Edema"] = ["yes", None]
+    with pytest.raises(ValueError, match=r"column 'Edema' holds 'yes'"):
+        chexpert_targets(frame, policy="zeros")

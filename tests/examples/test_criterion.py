@@ -11,7 +11,7 @@ from chexpert_example import criterion as criterion_module
 from chexpert_example.criterion import BCE_FAMILY, HBCE_MODES, LOSSES, available_losses, build_criterion
 
 import hierloss
-from hierloss.hierarchies import chexpert
+from hierloss.datasets import chexpert_hierarchy
 
 OTHER_LOSSES = [name for name in LOSSES if name not in BCE_FAMILY]
 
@@ -26,7 +26,7 @@ def test_bce_is_pytorch_bce_with_logits() -> None:
     """``bce`` equals ``F.binary_cross_entropy_with_logits`` (mean) on 0/1 targets."""
     torch.manual_seed(0)
     logits, target = torch.randn(8, 21), torch.randint(0, 2, (8, 21)).float()
-    loss = build_criterion("bce", chexpert(), 0.7, scale=2.0)(logits, target)
+    loss = build_criterion("bce", chexpert_hierarchy(), 0.7, scale=2.0)(logits, target)
     torch.testing.assert_close(loss, F.binary_cross_entropy_with_logits(logits, target))
 
 
@@ -38,13 +38,14 @@ def test_bce_leaves_nan_targets_out() -> None:
     target[3, 10] = float("nan")
     known = ~torch.isnan(target)
     per_sample = [F.binary_cross_entropy_with_logits(logits[i][known[i]], target[i][known[i]]) for i in range(6)]
-    torch.testing.assert_close(build_criterion("bce", chexpert(), 1.0)(logits, target), torch.stack(per_sample).mean())
+    loss = build_criterion("bce", chexpert_hierarchy(), 1.0)(logits, target)
+    torch.testing.assert_close(loss, torch.stack(per_sample).mean())
 
 
 def test_hbce_hard_is_the_paper_loss_with_bce_gradients() -> None:
     """``hbce-hard`` = BCE + λ Σ_e w_e 1[p_parent < 0.5 < p_child] (summed over edges), with BCE's gradient."""
     torch.manual_seed(2)
-    hierarchy = chexpert()
+    hierarchy = chexpert_hierarchy()
     weights = torch.rand(hierarchy.num_edges, dtype=torch.float64)
     logits = (3 * torch.randn(16, 21)).requires_grad_(True)
     target = torch.randint(0, 2, (16, 21)).float()
@@ -64,7 +65,7 @@ def test_hbce_hard_is_the_paper_loss_with_bce_gradients() -> None:
 @pytest.mark.parametrize("name", list(HBCE_MODES))
 def test_hbce_names_select_their_mode(name: str) -> None:
     """Each ``hbce-*`` name builds HBCELoss in its mode; plain ``hbce`` in HBCELoss's own default mode."""
-    module = build_criterion(name, chexpert(), 1.0)
+    module = build_criterion(name, chexpert_hierarchy(), 1.0)
     assert isinstance(module, hierloss.HBCELoss)
     default = inspect.signature(hierloss.HBCELoss).parameters["mode"].default
     expected = {"hbce": default, "hbce-hard": "hard", "hbce-soft": "soft", "hbce-hinge": "hinge",
@@ -74,7 +75,7 @@ def test_hbce_names_select_their_mode(name: str) -> None:
 
 def test_trainable_modes_push_a_violation_apart() -> None:
     """On a violated edge (parent low, child high) the trainable modes' penalty gradient raises the parent."""
-    hierarchy = chexpert()
+    hierarchy = chexpert_hierarchy()
     logits = torch.zeros(1, 21)
     parent, child = hierarchy.labels.index("Cardiac"), hierarchy.labels.index("Cardiomegaly")
     logits[0, parent], logits[0, child] = -1.0, 1.0
@@ -88,9 +89,9 @@ def test_trainable_modes_push_a_violation_apart() -> None:
 def test_build_criterion_errors() -> None:
     """Unknown names and ``add_penalty`` on a BCE-family loss raise ValueError naming the value."""
     with pytest.raises(ValueError, match=r"--loss must be one of .*got 'mse'"):
-        build_criterion("mse", chexpert())
+        build_criterion("mse", chexpert_hierarchy())
     with pytest.raises(ValueError, match=r"'hbce-soft' has its penalty built in"):
-        build_criterion("hbce-soft", chexpert(), add_penalty="hinge")
+        build_criterion("hbce-soft", chexpert_hierarchy(), add_penalty="hinge")
 
 
 @pytest.mark.parametrize("name", OTHER_LOSSES)
@@ -101,7 +102,7 @@ def test_missing_library_loss_raises_runtime_error(name: str, monkeypatch: pytes
     monkeypatch.delattr(hierloss.losses, class_name, raising=False)
     assert name not in available_losses()
     with pytest.raises(RuntimeError, match=rf"--loss {name}: this hierloss .* has no {class_name}"):
-        build_criterion(name, chexpert())
+        build_criterion(name, chexpert_hierarchy())
 
 
 @pytest.mark.parametrize("name", OTHER_LOSSES)
@@ -110,7 +111,7 @@ def test_other_losses_train(name: str) -> None:
     if name not in available_losses():
         pytest.skip(f"this hierloss has no {criterion_module._OTHER[name]} yet")
     torch.manual_seed(3)
-    hierarchy = chexpert()
+    hierarchy = chexpert_hierarchy()
     logits = torch.randn(8, 21, requires_grad=True)
     target = torch.randint(0, 2, (8, 21)).float()
     base = build_criterion(name, hierarchy)
@@ -118,7 +119,7 @@ def test_other_losses_train(name: str) -> None:
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss) and logits.grad is not None
     combined = build_criterion(name, hierarchy, 0.5, scale=2.0, add_penalty="hinge")
-    penalty = hierloss.HierarchyPenalty(hierarchy, penalties=0.5, scale=2.0, mode="hinge")
+    penalty = hierloss.HierarchyPenalty(hierarchy, edge_weight=0.5, scale=2.0, mode="hinge")
     torch.testing.assert_close(combined(logits, target), base(logits, target) + penalty(logits))
 
 
@@ -131,14 +132,14 @@ def test_every_loss_leaves_nan_targets_out(name: str) -> None:
     logits = torch.randn(8, 21, requires_grad=True)
     target = torch.randint(0, 2, (8, 21)).float()
     target[::2, 3:9] = float("nan")
-    loss = build_criterion(name, chexpert(), 0.5)(logits, target)
+    loss = build_criterion(name, chexpert_hierarchy(), 0.5)(logits, target)
     loss.backward()
     assert torch.isfinite(loss) and logits.grad is not None and torch.isfinite(logits.grad).all()
 
 
 def test_prediction_transform_is_the_max_constraint_for_mcloss_only() -> None:
     """``mcloss`` predicts through MaxConstraint (every parent ≥ its children); the other losses use σ as is."""
-    hierarchy = chexpert()
+    hierarchy = chexpert_hierarchy()
     assert all(criterion_module.prediction_transform(name, hierarchy) is None for name in LOSSES if name != "mcloss")
     if "mcloss" not in available_losses():
         pytest.skip("this hierloss has no MCLoss yet")

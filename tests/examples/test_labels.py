@@ -11,14 +11,13 @@ import pandas as pd
 import pytest
 from chexpert_example.labels import (
     OBSERVATIONS,
-    apply_uncertainty_policy,
     derive_targets,
     fit_penalties,
     path_column,
     read_label_csv,
 )
 
-from hierloss.hierarchies import chexpert
+from hierloss.datasets import chexpert_hierarchy
 
 # The paper's derived columns, written out here independently of hierloss.
 ANY_OF = {
@@ -61,37 +60,15 @@ def test_read_label_csv_reads_every_study_of_the_real_labeler_file(chexpert_labe
     assert int(frame[list(OBSERVATIONS)].isna().to_numpy().sum()) == n_blank > 0
 
 
-@pytest.mark.parametrize(("policy", "uncertain_value"), [("ones", 1.0), ("zeros", 0.0)])
-def test_policies_map_uncertain_and_blanks_like_the_raw_text(chexpert_labels: Path, policy: str,
-                                                              uncertain_value: float) -> None:
-    """'ones' / 'zeros' map '-1.0' to 1 / 0 and blanks to 0, cell by cell, as read from the raw CSV text."""
-    frame = apply_uncertainty_policy(read_label_csv(chexpert_labels / "test_labeler.csv"), policy)  # type: ignore[arg-type]
-    text_value = {"1.0": 1.0, "0.0": 0.0, "-1.0": uncertain_value, "": 0.0}
-    expected = np.array([[text_value[row[name]] for name in OBSERVATIONS]
-                         for row in raw_rows(chexpert_labels / "test_labeler.csv")])
-    np.testing.assert_array_equal(frame[list(OBSERVATIONS)].to_numpy(), expected)
-
-
-def test_ignore_policy_turns_exactly_the_uncertain_cells_into_nan(chexpert_labels: Path) -> None:
-    """'ignore' leaves -1 out (NaN) and still maps blanks to 0."""
-    frame = apply_uncertainty_policy(read_label_csv(chexpert_labels / "test_labeler.csv"), "ignore")
-    rows = raw_rows(chexpert_labels / "test_labeler.csv")
-    expected_nan = np.array([[row[name] == "-1.0" for name in OBSERVATIONS] for row in rows])
-    values = frame[list(OBSERVATIONS)].to_numpy(dtype=np.float64)
-    np.testing.assert_array_equal(np.isnan(values), expected_nan)
-    blank = np.array([[row[name] == "" for name in OBSERVATIONS] for row in rows])
-    assert (values[blank] == 0).all()
-
-
 @pytest.mark.parametrize("with_uncertain", [True, False])
 @pytest.mark.parametrize("policy", ["ones", "zeros"])
 def test_derive_targets_matches_the_paper_definitions_row_by_row(chexpert_labels: Path, policy: str,
                                                                  with_uncertain: bool) -> None:
-    """Every target of every real row equals the naive per-row derivation, in chexpert()'s label order."""
+    """Every target of every real row equals the naive per-row derivation, in chexpert_hierarchy()'s label order."""
     rows = raw_rows(chexpert_labels / "test_labeler.csv")
     targets = derive_targets(read_label_csv(chexpert_labels / "test_labeler.csv"), policy,  # type: ignore[arg-type]
                              with_uncertain=with_uncertain)
-    labels = chexpert(uncertain=with_uncertain).labels
+    labels = chexpert_hierarchy(uncertain_label=with_uncertain).labels
     assert tuple(targets.columns) == labels
     assert len(labels) == (21 if with_uncertain else 20)
     assert targets.dtypes.eq(np.float32).all()
@@ -106,7 +83,7 @@ def test_derive_targets_ignore_keeps_exactly_the_targets_every_resolution_agrees
     """With 'ignore', a target is NaN iff resolving the row's -1s in all 2^k ways gives it different values."""
     rows = raw_rows(chexpert_labels / "test_labeler.csv")
     targets = derive_targets(read_label_csv(chexpert_labels / "test_labeler.csv"), "ignore")
-    labels = chexpert().labels
+    labels = chexpert_hierarchy().labels
     checked = 0
     for i, row in enumerate(rows):
         unknown = [name for name in OBSERVATIONS if row[name] == "-1.0"]
@@ -183,16 +160,17 @@ def test_read_label_csv_errors_name_the_offender(tmp_path: Path) -> None:
         read_label_csv(no_path)
 
 
-def test_apply_uncertainty_policy_rejects_unknown_policies_and_values(tmp_path: Path) -> None:
-    """A policy name outside ones/zeros/ignore, or a label outside {1, 0, -1, blank}, raises ValueError."""
+def test_derive_targets_rejects_unknown_policies_and_values(tmp_path: Path) -> None:
+    """A policy name outside ones/zeros/ignore, or a label outside {1, 0, -1, blank}, raises ValueError (from the
+    library's derivation, which the example uses)."""
     frame = read_label_csv(write_csv(tmp_path / "a.csv", [image_row("a.jpg", Edema=2.0), image_row("b.jpg")]))
-    with pytest.raises(ValueError, match=r"uncertainty policy must be one of \('ones', 'zeros', 'ignore'\), got 'u'"):
-        apply_uncertainty_policy(frame, "u")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"column 'Edema' holds 2.0 \(1 values outside"):
-        apply_uncertainty_policy(frame, "zeros")
+    with pytest.raises(ValueError, match=r"policy must be one of \('zeros', 'ones', 'ignore'\) or None, got 'u'"):
+        derive_targets(frame, "u")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"column 'Edema' holds 2.0 \(1 values outside \{1, 0, -1, blank\}\)"):
+        derive_targets(frame, "zeros")
     frame["Edema"] = ["yes", None]
     with pytest.raises(ValueError, match=r"column 'Edema' holds 'yes'"):
-        apply_uncertainty_policy(frame, "zeros")
+        derive_targets(frame, "zeros")
 
 
 def naive_conditional_penalty(targets: pd.DataFrame, parent: str, child: str, eps: float = 1e-6) -> float:
@@ -205,7 +183,7 @@ def naive_conditional_penalty(targets: pd.DataFrame, parent: str, child: str, ep
 @pytest.mark.parametrize("policy", ["zeros", "ignore"])
 def test_fit_penalties_data_is_the_paper_estimate_on_the_training_targets(chexpert_labels: Path, policy: str) -> None:
     """'data' gives 1 − P̂(child | parent = 0) per edge, rows with an unknown end left out, as counted naively."""
-    hierarchy = chexpert()
+    hierarchy = chexpert_hierarchy()
     targets = derive_targets(read_label_csv(chexpert_labels / "test_labeler.csv"), policy)  # type: ignore[arg-type]
     penalties = fit_penalties(targets, hierarchy, "data")
     for (parent, child), value in penalties.as_mapping().items():
@@ -215,7 +193,7 @@ def test_fit_penalties_data_is_the_paper_estimate_on_the_training_targets(chexpe
 
 def test_fit_penalties_fixed_and_unknown(chexpert_labels: Path) -> None:
     """'fixed' puts β on every edge without reading labels; an unknown estimator raises ValueError."""
-    hierarchy = chexpert(uncertain=False)
+    hierarchy = chexpert_hierarchy(uncertain_label=False)
     targets = derive_targets(read_label_csv(chexpert_labels / "test_groundtruth.csv"), "zeros", with_uncertain=False)
     assert set(fit_penalties(targets, hierarchy, "fixed", beta=0.3).as_mapping().values()) == {0.3}
     beta = fit_penalties(targets, hierarchy, "beta").values

@@ -80,3 +80,21 @@ def test_write_synthetic_chexpert_errors(tmp_path: Path) -> None:
         write_synthetic_chexpert(tmp_path, n_valid=1)
     with pytest.raises(ValueError, match=r"image_height must be >= 16, got 8"):
         write_synthetic_chexpert(tmp_path, image_height=8)
+
+
+def test_small_layout_keeps_the_visualchexbert_and_test_paths_of_the_full_one(tmp_path: Path) -> None:
+    """With folder='CheXpert-v1.0-small' images and the labeler / valid CSVs use the small folder, while the
+    VisualCheXbert file and the test labels name CheXpert-v1.0/ paths, as the real files do."""
+    splits = write_synthetic_chexpert(tmp_path, n_train=3, n_valid=2, n_test=2, image_height=16,
+                                      folder="CheXpert-v1.0-small")
+    assert splits.train_csv == tmp_path / "CheXpert-v1.0-small" / "train_visualCheXbert.csv"
+    assert not (tmp_path / "CheXpert-v1.0").exists()
+    labeler, visual = read_label_csv(splits.train_labeler_csv), read_label_csv(splits.train_csv)
+    assert all(p.startswith("CheXpert-v1.0-small/train/") for p in labeler["Path"])
+    assert list(visual["Path"]) == [p.replace("CheXpert-v1.0-small/", "CheXpert-v1.0/") for p in labeler["Path"]]
+    assert all(p.startswith("CheXpert-v1.0-small/valid/") for p in read_label_csv(splits.valid_csv)["Path"])
+    studies = read_label_csv(splits.test_csv)["Study"]
+    assert all(s.startswith("CheXpert-v1.0/test/") for s in studies)
+    assert all((tmp_path / s.replace("CheXpert-v1.0/", "CheXpert-v1.0-small/")).is_dir() for s in studies)
+    with pytest.raises(ValueError, match=r"folder must be one of .* got 'CheXpert'"):
+        write_synthetic_chexpert(tmp_path, folder="CheXpert")

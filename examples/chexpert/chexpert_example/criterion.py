@@ -10,7 +10,7 @@ from torch import Tensor, nn
 import hierloss
 import hierloss.losses
 from hierloss import Hierarchy
-from hierloss.penalties import EdgePenalties
+from hierloss.edge_weights import EdgeWeights
 
 __all__ = ["BCE_FAMILY", "HBCE_MODES", "LOSSES", "PenalisedLoss", "available_losses", "build_criterion",
            "prediction_transform"]
@@ -67,7 +67,7 @@ class PenalisedLoss(nn.Module):
         return out
 
 
-def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgePenalties | float = 1.0,
+def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgeWeights | float = 1.0,
                     scale: float | None = None, edge_reduction: str | None = None,
                     add_penalty: str | None = None) -> nn.Module:
     """The training loss for ``--loss name``; every returned module takes ``(logits, target)``.
@@ -83,7 +83,7 @@ def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgePenalties | 
     Args:
         name: one of :data:`LOSSES`.
         hierarchy: the label hierarchy.
-        penalties: the edge penalties (an ``EdgePenalties`` or a fixed β).
+        penalties: the edge weights, HBCE's ``edge_weight`` (an ``EdgeWeights`` or a fixed β).
         scale: λ, multiplies every penalty (``None``: hierloss's default for the mode, 0.1 for ``'logit_hinge'``
             and 1.0 for the others).
         edge_reduction: ``'sum'`` / ``'mean'`` of the penalty over edges (``None``: hierloss's default for the
@@ -100,10 +100,10 @@ def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgePenalties | 
         if add_penalty is not None:
             raise ValueError(f"--add-penalty applies to {tuple(_OTHER)}; {name!r} has its penalty built in")
         if name == "bce":
-            return hierloss.HBCELoss(hierarchy, penalties=0.0, scale=0.0)
+            return hierloss.HBCELoss(hierarchy, edge_weight=0.0, scale=0.0)
         mode = HBCE_MODES[name]
         mode_arg = {} if mode is None else {"mode": mode}
-        return hierloss.HBCELoss(hierarchy, penalties=penalties, scale=scale, edge_reduction=edge_reduction,
+        return hierloss.HBCELoss(hierarchy, edge_weight=penalties, scale=scale, edge_reduction=edge_reduction,
                                  **mode_arg)
     loss_class = _loss_class(name)
     if loss_class is None:
@@ -112,7 +112,7 @@ def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgePenalties | 
     base: nn.Module = loss_class(hierarchy) if takes_hierarchy else loss_class()
     if add_penalty is None:
         return base
-    penalty = hierloss.HierarchyPenalty(hierarchy, penalties=penalties, scale=scale, mode=add_penalty,
+    penalty = hierloss.HierarchyPenalty(hierarchy, edge_weight=penalties, scale=scale, mode=add_penalty,
                                         edge_reduction=edge_reduction)
     return PenalisedLoss(base, penalty)
 

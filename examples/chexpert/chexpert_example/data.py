@@ -1,4 +1,11 @@
-"""The CheXpert image ``Dataset`` and the paper's augmentations (needs torchvision and Pillow)."""
+"""The CheXpert image ``Dataset`` and the input pipelines (needs torchvision and Pillow).
+
+The reference pipeline (the-mercury/CIHMLC, ``src/data/chexpert_dataset.py``): decode, resize to 320 × 320
+(``tf.image.resize``: bilinear, no antialiasing), divide by 255, then — for training *and* validation — random
+left-right and up-down flips, brightness ``+ U(-0.1, 0.1)`` and contrast ``× U(0.9, 1.1)`` about the image mean;
+the test set is not augmented. :func:`build_transform` reproduces it by default; the example's former pipeline
+(flips plus an affine transform, ImageNet normalisation) is still available by flags.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -22,20 +29,28 @@ from chexpert_example.labels import (
     path_column,
     read_label_csv,
 )
+from chexpert_example.layout import missing_files_message, resolve_image_paths
 
 __all__ = [
+    "AUGMENTATIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "NORMALIZATIONS",
     "ROTATION_DEGREES",
     "CheXpertDataset",
     "Clahe",
+    "ReferenceAugment",
     "build_transform",
     "clahe_available",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: The paper's "±5 %" rotation, read as Keras's ``RandomRotation(0.05)``: a fraction of a full turn, ±18°.
+#: ``--augment`` choices: the reference's flips + brightness + contrast, the example's former flips + affine, none.
+AUGMENTATIONS: tuple[str, ...] = ("reference", "affine", "none")
+#: ``--normalize`` choices: pixels / 255 (the reference), or ImageNet mean and standard deviation after that.
+NORMALIZATIONS: tuple[str, ...] = ("unit", "imagenet")
+#: ``--augment affine``'s rotation: "±5 %" read as Keras's ``RandomRotation(0.05)``, a fraction of a turn, ±18°.
 ROTATION_DEGREES = 0.05 * 360.0
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -72,42 +87,83 @@ class Clahe:
         return Image.fromarray(self._clahe.apply(np.asarray(image.convert("L"))))
 
 
-def build_transform(image_size: int, train: bool, augment: bool = True, clahe: bool = False) -> v2.Compose:
-    """The input pipeline: (CLAHE), resize, (flips, rotation, zoom, translation), 3 channels, ImageNet norm.
+class ReferenceAugment(nn.Module):
+    """The reference's training augmentation of a ``(C, H, W)`` float image in ``[0, 1]``.
 
-    The paper's augmentation is horizontal and vertical flips, rotation, zoom and translation of ±5 % each; this
-    reads the percentages as Keras's preprocessing layers do: rotation ±0.05 of a full turn (±18°), zoom
-    (scale) 0.95–1.05, translation ±5 % of the width and height.
+    In this order, as ``tf.image``'s ops: left-right flip (p = 0.5), up-down flip (p = 0.5), brightness
+    ``x + δ`` with ``δ ~ U(-brightness, brightness)``, contrast ``(x − mean) · f + mean`` with ``f ~ U(low, high)``
+    and ``mean`` each channel's spatial mean. No clipping (as the reference). Draws from torch's global RNG.
 
     Args:
-        image_size: the side of the square model input (the paper: 320).
-        train: whether to add the random augmentations.
-        augment: set ``False`` to train without augmentation.
-        clahe: apply CLAHE first (needs OpenCV).
+        brightness: the largest brightness shift (the reference: 0.1).
+        contrast: ``(low, high)`` of the contrast factor (the reference: 0.9, 1.1).
     """
-    ops: list[Any] = []
-    if clahe:
-        ops.append(Clahe())
-    ops.append(v2.Resize((image_size, image_size), antialias=True))
-    if train and augment:
-        ops += [
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-            v2.RandomAffine(degrees=ROTATION_DEGREES, translate=(0.05, 0.05), scale=(0.95, 1.05)),
-        ]
-    ops += [
-        v2.Grayscale(num_output_channels=3),
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ]
+
+    def __init__(self, brightness: float = 0.1, contrast: tuple[float, float] = (0.9, 1.1)) -> None:
+        super().__init__()
+        self.brightness = brightness
+        self.contrast = contrast
+
+    def forward(self, image: Tensor) -> Tensor:
+        draws = torch.rand(4)
+        if draws[0] < 0.5:
+            image = image.flip(-1)
+        if draws[1] < 0.5:
+            image = image.flip(-2)
+        image = image + (2 * float(draws[2]) - 1) * self.brightness
+        low, high = self.contrast
+        factor = low + float(draws[3]) * (high - low)
+        mean = image.mean(dim=(-2, -1), keepdim=True)
+        return (image - mean) * factor + mean
+
+
+class _ThreeChannels(nn.Module):
+    """Repeat a one-channel ``(1, H, W)`` image into the three channels DenseNet takes."""
+
+    def forward(self, image: Tensor) -> Tensor:
+        return image.expand(3, -1, -1).contiguous() if image.shape[0] == 1 else image
+
+
+def build_transform(image_size: int, train: bool, augment: str = "reference", normalize: str = "unit",
+                    antialias: bool = False, clahe: bool = False) -> v2.Compose:
+    """The input pipeline from a grayscale PIL image to a ``(3, image_size, image_size)`` float tensor.
+
+    ``(CLAHE) → pixels / 255 → resize (bilinear) → (augmentation) → 3 channels → (ImageNet normalisation)``.
+    Resizing after the division equals the reference's resize-then-divide; without ``antialias`` it is
+    ``tf.image.resize``'s bilinear interpolation (half-pixel centres, no antialiasing).
+
+    Args:
+        image_size: the side of the square model input (the reference: 320).
+        train: whether to add the random augmentation.
+        augment: ``'reference'`` (:class:`ReferenceAugment`), ``'affine'`` (flips, rotation ±18°, zoom 0.95–1.05,
+            translation ±5 %), or ``'none'``.
+        normalize: ``'unit'`` (pixels / 255, the reference) or ``'imagenet'`` (then ImageNet mean / std).
+        antialias: antialias when downsizing (torchvision's default; the reference does not).
+        clahe: apply CLAHE first (needs OpenCV).
+
+    Raises:
+        ValueError: on an unknown ``augment`` or ``normalize``.
+    """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    ops: list[Any] = [Clahe()] if clahe else []
+    ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+            v2.Resize((image_size, image_size), antialias=antialias)]
+    if train and augment == "reference":
+        ops.append(ReferenceAugment())
+    elif train and augment == "affine":
+        ops += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
+                v2.RandomAffine(degrees=ROTATION_DEGREES, translate=(0.05, 0.05), scale=(0.95, 1.05))]
+    ops.append(_ThreeChannels())
+    if normalize == "imagenet":
+        ops.append(v2.Normalize(IMAGENET_MEAN, IMAGENET_STD))
     return v2.Compose(ops)
 
 
 def _study_images(study: Path, view: View) -> list[Path]:
     """The images of a study folder (``view1_frontal.jpg`` …), sorted, filtered by view."""
-    if not study.is_dir():
-        raise FileNotFoundError(f"study folder {study} (from the 'Study' column) does not exist")
     images = sorted(p for p in study.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     if view != "all":
         images = [p for p in images if view in p.name.lower()]
@@ -120,8 +176,10 @@ class CheXpertDataset(Dataset[tuple[Tensor, Tensor]]):
     Args:
         csv_path: a CheXpert label CSV (``Path`` column: one image per row; ``Study`` column: every image of the
             study folder gets the study's labels).
-        root: the folder the ``Path`` / ``Study`` entries are relative to (the one holding ``CheXpert-v1.0/``).
-        view: ``'frontal'`` (the paper), ``'lateral'`` or ``'all'``.
+        root: the folder the ``Path`` / ``Study`` entries are relative to (the one holding ``CheXpert-v1.0/`` or
+            ``CheXpert-v1.0-small/``; entries of the other layout are read from the one present, see
+            :func:`chexpert_example.layout.resolve_image_paths`).
+        view: ``'all'`` (the reference), ``'frontal'`` or ``'lateral'``.
         policy: uncertainty policy for ``-1`` labels, ``'ones'`` / ``'zeros'`` / ``'ignore'``; blanks are 0.
         with_uncertain: include the 'Uncertain' label (21 targets; else 20).
         transform: maps a PIL image to a ``(3, H, W)`` tensor (:func:`build_transform`).
@@ -129,28 +187,35 @@ class CheXpertDataset(Dataset[tuple[Tensor, Tensor]]):
     Attributes:
         frame: the label rows, one per image, with an ``image`` column of absolute paths.
         targets: ``(N, C)`` float32 tensor, NaN for targets to ignore.
-        labels: the target names, ``chexpert(with_uncertain).labels``.
+        labels: the target names, ``chexpert_hierarchy(with_uncertain).labels``.
+        layout_note: the layout remapping made for this CSV's entries (``None`` when none).
 
     Raises:
+        FileNotFoundError: naming how many listed images (or study folders) are missing, and the first.
         ValueError: when no image is left after the view filter.
     """
 
-    def __init__(self, csv_path: str | os.PathLike[str], root: str | os.PathLike[str], view: View = "frontal",
+    def __init__(self, csv_path: str | os.PathLike[str], root: str | os.PathLike[str], view: View = "all",
                  policy: UncertaintyPolicy = "zeros", with_uncertain: bool = True,
                  transform: Callable[[Image.Image], Tensor] | None = None) -> None:
         frame = read_label_csv(csv_path, view=view)
-        base = Path(root)
         key = path_column(frame)
+        paths, self.layout_note = resolve_image_paths([str(p) for p in frame[key]], root)
         if key == "Path":
-            frame = frame.assign(image=[str(base / str(p)) for p in frame["Path"]])
+            message = missing_files_message(csv_path, paths)
+            if message is not None:
+                raise FileNotFoundError(message)
+            frame = frame.assign(image=[str(p) for p in paths])
         else:
-            rows = [(i, str(image)) for i, study in enumerate(frame["Study"])
-                    for image in _study_images(base / str(study), view)]
-            positions = [i for i, _ in rows]
-            frame = frame.iloc[positions].reset_index(drop=True).assign(image=[image for _, image in rows])
+            message = missing_files_message(csv_path, paths, what="study folders", is_present=os.path.isdir)
+            if message is not None:
+                raise FileNotFoundError(message)
+            rows = [(i, str(image)) for i, study in enumerate(paths) for image in _study_images(study, view)]
+            frame = frame.iloc[[i for i, _ in rows]].reset_index(drop=True).assign(image=[image for _, image in rows])
         if len(frame) == 0:
             raise ValueError(f"{os.fspath(csv_path)}: no {view} image left")
         targets = derive_targets(frame, policy, with_uncertain=with_uncertain)
+        self.root = Path(root)
         self.frame: pd.DataFrame = frame
         self.labels: tuple[str, ...] = tuple(targets.columns)
         self.targets: Tensor = torch.from_numpy(targets.to_numpy(np.float32, copy=True))
@@ -161,6 +226,11 @@ class CheXpertDataset(Dataset[tuple[Tensor, Tensor]]):
     def images(self) -> Sequence[str]:
         """Absolute image paths, one per row."""
         return list(self.frame["image"])
+
+    def relative_images(self) -> list[str]:
+        """Image paths relative to ``root`` (as the CSVs write them), one per row."""
+        return [Path(image).relative_to(self.root).as_posix() if Path(image).is_relative_to(self.root) else image
+                for image in self.frame["image"]]
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -177,3 +247,4 @@ class CheXpertDataset(Dataset[tuple[Tensor, Tensor]]):
         else:
             tensor = self.transform(image)
         return tensor, self.targets[index]
+

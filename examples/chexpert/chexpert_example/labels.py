@@ -1,4 +1,4 @@
-"""CheXpert label CSVs: reading, the view filter, the uncertainty policy, the paper's targets and edge penalties.
+"""CheXpert label CSVs: reading, the view filter, the uncertainty policy, the paper's targets and edge weights.
 
 Needs pandas and hierloss only (no torchvision), so it runs wherever the core library does.
 
@@ -18,15 +18,14 @@ import numpy as np
 import pandas as pd
 
 from hierloss import Hierarchy
-from hierloss.hierarchies import CHEXPERT_OBSERVATIONS, chexpert, chexpert_targets
-from hierloss.penalties import BetaPenalty, ConditionalPenalty, EdgePenalties, FixedPenalty
+from hierloss.datasets import CHEXPERT_OBSERVATIONS, chexpert_hierarchy, chexpert_targets
+from hierloss.edge_weights import BetaWeight, ConditionalWeight, EdgeWeights, FixedWeight
 
 __all__ = [
     "OBSERVATIONS",
     "PENALTY_ESTIMATORS",
     "POLICIES",
     "VIEWS",
-    "apply_uncertainty_policy",
     "derive_targets",
     "fit_penalties",
     "path_column",
@@ -47,7 +46,6 @@ PENALTY_ESTIMATORS: tuple[str, ...] = ("data", "fixed", "beta")
 
 _PATH_COLUMNS = ("Path", "Study")
 _VIEW_COLUMN = "Frontal/Lateral"
-_NO_FINDING = "No Finding"
 
 
 def path_column(frame: pd.DataFrame) -> str:
@@ -113,62 +111,11 @@ def read_label_csv(path: str | os.PathLike[str], view: View = "all") -> pd.DataF
     return frame.loc[keep.to_numpy()].reset_index(drop=True)
 
 
-def apply_uncertainty_policy(frame: pd.DataFrame, policy: UncertaintyPolicy) -> pd.DataFrame:
-    """Map blank observations to 0 (as the reference did) and uncertain ``-1`` ones by ``policy``.
-
-    Args:
-        frame: a frame holding the 14 observation columns.
-        policy: ``'ones'`` (-1 → 1), ``'zeros'`` (-1 → 0) or ``'ignore'`` (-1 → NaN: left out of the loss).
-
-    Returns:
-        A copy with float observation columns in {0, 1} (and NaN for ``'ignore'``).
-
-    Raises:
-        ValueError: on an unknown policy, or an observation value outside {1, 0, -1, blank} (naming the column,
-            the value and how many such values the column holds).
-    """
-    if policy not in POLICIES:
-        raise ValueError(f"uncertainty policy must be one of {POLICIES}, got {policy!r}")
-    out = frame.copy()
-    replacement = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[policy]
-    for name in OBSERVATIONS:
-        column = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
-        not_numeric = frame[name].notna().to_numpy() & np.isnan(column)
-        bad = not_numeric | (~np.isnan(column) & ~np.isin(column, (0.0, 1.0, -1.0)))
-        if bad.any():
-            value = frame[name].to_numpy()[np.flatnonzero(bad)[0]]
-            value = value.item() if isinstance(value, np.generic) else value
-            raise ValueError(f"column {name!r} holds {value!r} ({int(bad.sum())} values outside "
-                             "{1, 0, -1, blank})")
-        column = np.where(np.isnan(column), 0.0, column)  # blank = not mentioned = negative (the reference)
-        out[name] = np.where(column == -1.0, replacement, column)
-    return out
-
-
-def _resolutions(unknown: np.ndarray) -> list[np.ndarray]:
-    """The four 0/1 fillings of the unknown entries that bound every derived column (see derive_targets)."""
-    no_finding = np.zeros(len(OBSERVATIONS), dtype=bool)
-    no_finding[OBSERVATIONS.index(_NO_FINDING)] = True
-    others = ~no_finding
-    return [
-        np.zeros_like(unknown),
-        unknown,
-        unknown & no_finding,
-        unknown & others,
-    ]
-
-
 def derive_targets(frame: pd.DataFrame, policy: UncertaintyPolicy, with_uncertain: bool = True) -> pd.DataFrame:
-    """The model's targets: the policy applied, then hierloss's derived columns, in ``chexpert()`` label order.
-
-    With ``'ones'`` / ``'zeros'`` this is ``chexpert_targets`` on the mapped observations. With ``'ignore'`` an
-    uncertain observation is NaN (left out of the loss), and so is every derived column whose value depends on
-    how the uncertain observations would be resolved: a parent is known as soon as one of its children is 1, or
-    when all of them are known 0s. Exactly so: every derived column is monotone in every observation (the
-    parents and 'Abnormal' = not 'No Finding' and any other observation, increasing except in 'No Finding';
-    'Uncertain', decreasing), so its least and greatest values over all resolutions are reached at one of four
-    fillings of the unknown entries (all 0; all 1; only 'No Finding' 1; all but 'No Finding' 1), and the column
-    is determined when those four agree.
+    """The model's targets in ``chexpert_hierarchy()``'s label order, as float32: the library's one derivation,
+    :func:`hierloss.datasets.chexpert_targets` with the uncertainty ``policy`` (a blank observation is 0 as in the
+    reference; a -1 becomes 1 (``'ones'``), 0 (``'zeros'``) or NaN (``'ignore'``: left out of the loss, together with
+    every derived target that depends on it)).
 
     Args:
         frame: a frame holding the 14 observations as read (1, 0, -1, blank).
@@ -176,49 +123,38 @@ def derive_targets(frame: pd.DataFrame, policy: UncertaintyPolicy, with_uncertai
         with_uncertain: include the 'Uncertain' label (21 columns; else 20).
 
     Returns:
-        A float32 frame with the columns ``chexpert(with_uncertain).labels`` and ``frame``'s index: 0, 1, or NaN
-        for targets to ignore.
+        A float32 frame with the columns ``chexpert_hierarchy(with_uncertain).labels`` and ``frame``'s index: 0, 1,
+        or NaN for targets to ignore.
     """
-    labels = list(chexpert(uncertain=with_uncertain).labels)
-    mapped = apply_uncertainty_policy(frame.loc[:, list(OBSERVATIONS)], policy)
-    values = mapped.to_numpy(dtype=np.float64)
-    unknown = np.isnan(values)
-    if not unknown.any():
-        targets = chexpert_targets(mapped, uncertain=with_uncertain).loc[:, labels]
-        return targets.astype(np.float32)
-    derived = []
-    for filling in _resolutions(unknown):
-        resolved = pd.DataFrame(np.where(unknown, filling, values), columns=list(OBSERVATIONS), index=frame.index)
-        derived.append(chexpert_targets(resolved, uncertain=with_uncertain).loc[:, labels].to_numpy(np.float32))
-    stacked = np.stack(derived)
-    determined = (stacked == stacked[0]).all(axis=0)
-    result = np.where(determined, stacked[0], np.float32(np.nan)).astype(np.float32)
-    return pd.DataFrame(result, columns=labels, index=frame.index)
+    labels = list(chexpert_hierarchy(uncertain_label=with_uncertain).labels)
+    targets = chexpert_targets(frame.loc[:, list(OBSERVATIONS)], policy=policy, uncertain_label=with_uncertain)
+    return targets.loc[:, labels].astype(np.float32)
 
 
 def fit_penalties(targets: pd.DataFrame, hierarchy: Hierarchy, estimator: str = "data",
-                  beta: float = 1.0) -> EdgePenalties:
-    """Edge penalties for HBCE, fitted on the training targets with :mod:`hierloss.penalties`.
+                  beta: float = 1.0) -> EdgeWeights:
+    """Edge penalties (the weights ``w_e`` of HBCE's penalty), fitted on the training targets with
+    :mod:`hierloss.edge_weights`.
 
     Args:
         targets: the training targets (:func:`derive_targets`); NaN entries (policy ``'ignore'``) are left out of
             the counts of every edge that touches them.
         hierarchy: the hierarchy whose edges the penalties follow.
         estimator: ``'data'`` (the paper's ``1 − P̂(child = 1 | parent = 0)``), ``'fixed'`` (β on every edge) or
-            ``'beta'`` (hierloss's ``BetaPenalty``: the data-driven penalty shrunk toward the pooled rate).
+            ``'beta'`` (hierloss's ``BetaWeight``: the data-driven penalty shrunk toward the pooled rate).
         beta: the fixed penalty β (``'fixed'`` only).
 
     Returns:
-        The :class:`~hierloss.penalties.EdgePenalties`.
+        The :class:`~hierloss.edge_weights.EdgeWeights`.
 
     Raises:
         ValueError: on an unknown estimator.
     """
     if estimator == "fixed":
-        return FixedPenalty(beta).fit(hierarchy)
+        return FixedWeight(beta).fit(hierarchy)
     if estimator not in PENALTY_ESTIMATORS:
         raise ValueError(f"penalty estimator must be one of {PENALTY_ESTIMATORS}, got {estimator!r}")
     uncertain = "ignore" if bool(targets.isna().to_numpy().any()) else None
-    fitter = ConditionalPenalty() if estimator == "data" else BetaPenalty()
+    fitter = ConditionalWeight() if estimator == "data" else BetaWeight()
     return fitter.fit(hierarchy, targets, uncertain=uncertain)
 

@@ -1,12 +1,15 @@
 """A tiny synthetic dataset in the real CheXpert layout, so that ``--synthetic`` runs the real loading path.
 
-Written under ``root`` (the folder the CSVs' paths are relative to, as for the real data)::
+Written under ``root`` (the folder the CSVs' paths are relative to, as for the real data), in the layout
+``FOLDER`` = ``CheXpert-v1.0`` (default) or ``CheXpert-v1.0-small``::
 
-    root/CheXpert-v1.0/train.csv                   labeler labels: 1.0 / 0.0 / -1.0 / blank
-    root/CheXpert-v1.0/train_visualCheXbert.csv    the same studies, 0/1 labels (as VisualCheXbert's)
-    root/CheXpert-v1.0/valid.csv                   0/1 labels (radiologists)
-    root/CheXpert-v1.0/test_labels.csv             one row per *study*: ``Study`` + 0/1, as test_groundtruth.csv
-    root/CheXpert-v1.0/{train,valid,test}/patientNNNNN/study1/view1_frontal.jpg (+ view2_lateral.jpg)
+    root/FOLDER/train.csv                   labeler labels: 1.0 / 0.0 / -1.0 / blank; paths FOLDER/train/...
+    root/FOLDER/train_visualCheXbert.csv    the same images, 0/1 labels; paths CheXpert-v1.0/train/... (always,
+                                            as the real VisualCheXbert file)
+    root/FOLDER/valid.csv                   0/1 labels (radiologists); paths FOLDER/valid/...
+    root/FOLDER/test_labels.csv             one row per *study*: ``Study`` (CheXpert-v1.0/test/..., as the real
+                                            test_groundtruth.csv) + 0/1
+    root/FOLDER/{train,valid,test}/patientNNNNN/study1/view1_frontal.jpg (+ view2_lateral.jpg)
 
 The train and valid CSVs have the real columns (``Path``, ``Sex``, ``Age``, ``Frontal/Lateral``, ``AP/PA`` and
 the 14 observations in CheXpert's order). Images are grayscale JPEGs, 20 % wider than tall like CheXpert's: noise
@@ -31,7 +34,8 @@ CHEXPERT_COLUMN_ORDER: tuple[str, ...] = (
     "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
     "Support Devices",
 )
-_FOLDER = "CheXpert-v1.0"
+_FULL = "CheXpert-v1.0"
+_LAYOUTS = (_FULL, "CheXpert-v1.0-small")
 
 
 @dataclass(frozen=True)
@@ -84,13 +88,13 @@ def _image(rng: np.random.Generator, observations: np.ndarray, height: int, late
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L")
 
 
-def _write_split(root: Path, split: str, first_patient: int, n_studies: int, rng: np.random.Generator,
+def _write_split(root: Path, folder: str, split: str, first_patient: int, n_studies: int, rng: np.random.Generator,
                  image_height: int, lateral_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Images of one split and its per-image rows (``Path`` …) and per-study rows (``Study`` …)."""
     values = _observations(rng, n_studies)
     image_rows, study_rows = [], []
     for i in range(n_studies):
-        study = f"{_FOLDER}/{split}/patient{first_patient + i:05d}/study1"
+        study = f"{folder}/{split}/patient{first_patient + i:05d}/study1"
         (root / study).mkdir(parents=True, exist_ok=True)
         sex, age = ("Female", "Male")[int(rng.integers(2))], int(rng.integers(18, 90))
         views = [("view1_frontal.jpg", "Frontal", ("AP", "PA")[int(rng.integers(2))])]
@@ -100,17 +104,18 @@ def _write_split(root: Path, split: str, first_patient: int, n_studies: int, rng
             _image(rng, values[i], image_height, lateral=view == "Lateral").save(root / study / name, quality=90)
             image_rows.append({"Path": f"{study}/{name}", "Sex": sex, "Age": age, "Frontal/Lateral": view,
                                "AP/PA": ap_pa, **dict(zip(CHEXPERT_COLUMN_ORDER, values[i]))})
-        study_rows.append({"Study": study, **dict(zip(CHEXPERT_COLUMN_ORDER, values[i].astype(int)))})
+        study_rows.append({"Study": f"{_FULL}/{study.partition('/')[2]}",
+                           **dict(zip(CHEXPERT_COLUMN_ORDER, values[i].astype(int)))})
     return pd.DataFrame(image_rows), pd.DataFrame(study_rows)
 
 
 def write_synthetic_chexpert(root: str | Path, n_train: int = 64, n_valid: int = 32, n_test: int = 16,
                              image_height: int = 80, lateral_fraction: float = 0.25,
-                             seed: int = 0) -> SyntheticSplits:
+                             seed: int = 0, folder: str = _FULL) -> SyntheticSplits:
     """Write a synthetic CheXpert (deterministic for a given ``seed``; existing files are overwritten).
 
     Args:
-        root: the output folder; ``root/CheXpert-v1.0/`` is created.
+        root: the output folder; ``root/FOLDER/`` is created.
         n_train: training studies (each one frontal image, plus a lateral one with probability
             ``lateral_fraction``).
         n_valid: validation studies.
@@ -118,13 +123,16 @@ def write_synthetic_chexpert(root: str | Path, n_train: int = 64, n_valid: int =
         image_height: image height in pixels (width is 1.2×).
         lateral_fraction: share of studies that also get a lateral image.
         seed: the random seed.
+        folder: the layout, ``'CheXpert-v1.0'`` or ``'CheXpert-v1.0-small'``.
 
     Returns:
         The :class:`SyntheticSplits`.
 
     Raises:
-        ValueError: if a split would have fewer than 2 studies or ``image_height < 16``.
+        ValueError: if a split would have fewer than 2 studies, ``image_height < 16``, or on an unknown layout.
     """
+    if folder not in _LAYOUTS:
+        raise ValueError(f"folder must be one of {_LAYOUTS}, got {folder!r}")
     for name, count in (("n_train", n_train), ("n_valid", n_valid), ("n_test", n_test)):
         if count < 2:
             raise ValueError(f"{name} must be >= 2, got {count}")
@@ -132,15 +140,16 @@ def write_synthetic_chexpert(root: str | Path, n_train: int = 64, n_valid: int =
         raise ValueError(f"image_height must be >= 16, got {image_height}")
     base = Path(root)
     rng = np.random.default_rng(seed)
-    train, _ = _write_split(base, "train", 1, n_train, rng, image_height, lateral_fraction)
-    valid, _ = _write_split(base, "valid", 64541, n_valid, rng, image_height, lateral_fraction)
-    _, test = _write_split(base, "test", 64741, n_test, rng, image_height, lateral_fraction)
-    folder = base / _FOLDER
+    train, _ = _write_split(base, folder, "train", 1, n_train, rng, image_height, lateral_fraction)
+    valid, _ = _write_split(base, folder, "valid", 64541, n_valid, rng, image_height, lateral_fraction)
+    _, test = _write_split(base, folder, "test", 64741, n_test, rng, image_height, lateral_fraction)
+    where = base / folder
     labeler = train.copy()
     labeler[list(CHEXPERT_COLUMN_ORDER)] = _labeler_view(rng, train[list(CHEXPERT_COLUMN_ORDER)].to_numpy())
-    splits = SyntheticSplits(base, folder / "train_visualCheXbert.csv", folder / "train.csv", folder / "valid.csv",
-                             folder / "test_labels.csv")
-    train.to_csv(splits.train_csv, index=False)
+    splits = SyntheticSplits(base, where / "train_visualCheXbert.csv", where / "train.csv", where / "valid.csv",
+                             where / "test_labels.csv")
+    visual = train.assign(Path=[f"{_FULL}/{p.partition('/')[2]}" for p in train["Path"]])
+    visual.to_csv(splits.train_csv, index=False)
     labeler.to_csv(splits.train_labeler_csv, index=False)
     valid.to_csv(splits.valid_csv, index=False)
     test.to_csv(splits.test_csv, index=False)

@@ -8,9 +8,10 @@ from typing import Any
 
 from hierloss import functional
 from hierloss.hierarchy import Hierarchy
-from hierloss.layers import LabelGraphRefinement, MaxConstraint
+from hierloss.layers import ChainRule, LabelGraphRefinement, MaxConstraint
 from hierloss.losses import (
     AsymmetricLoss,
+    ConditionalBCELoss,
     FocalLoss,
     HBCELoss,
     HierarchyPenalty,
@@ -40,6 +41,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AsymmetricLoss",
+    "ChainRule",
+    "ConditionalBCELoss",
     "FocalLoss",
     "HBCELoss",
     "Hierarchy",

@@ -1,0 +1,173 @@
+"""Conditional (chain-rule) training: BCE on each label given that its parents are positive.
+
+Chen et al., "Deep hierarchical multi-label classification of chest X-ray images" (MIDL 2019), and Pham et al.,
+"Interpreting chest X-rays via CNNs that exploit hierarchical disease dependencies and uncertainty labels"
+(Neurocomputing 2021), who topped the CheXpert leaderboard with it. Each output ``z_c`` estimates
+``P(label c | its parents positive)``, so it is trained only on the samples whose parents are all positive::
+
+    loss_nc = BCE(z_nc, y_nc)   kept where every parent p of c has y_np = 1 (always for a root)
+
+and at inference the marginal is the chain rule, :func:`hierloss.functional.chain_rule_probs` (the layer
+:class:`~hierloss.layers.ChainRule`): coherent by construction.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hierloss._autocast import autocast_disabled
+from hierloss._masking import target_mask
+from hierloss._reduction import check_reduction, reduce_loss
+from hierloss._validation import check_pos_weight, check_target, validating
+from hierloss.hierarchy import Hierarchy
+from hierloss.losses._elementwise import check_pair
+
+__all__ = ["ConditionalBCELoss", "conditional_bce_loss"]
+
+
+def conditional_bce_loss(
+    input: Tensor,
+    target: Tensor,
+    hierarchy: Hierarchy,
+    reduction: str = "mean",
+    pos_weight: Tensor | None = None,
+    ignore_index: float | None = None,
+    validate_args: bool = True,
+) -> Tensor:
+    """BCE with logits, each ``(sample, label)`` term kept only where all of the label's parents have target 1.
+
+    Args:
+        input: ``(N, C)`` logits of the *conditional* probabilities ``P(label | parents positive)``.
+        target: ``(N, C)`` targets in ``[0, 1]``; a parent counts as positive when its target is above 0.5. NaN and
+            ``ignore_index`` entries are left out, and so are the terms of their children (whether the parent is
+            positive is unknown there).
+        hierarchy: the label hierarchy; its edge tensors are built on every call (:class:`ConditionalBCELoss`
+            keeps them in buffers).
+        reduction: ``'none'``: the ``(N, C)`` terms, 0 where not kept; ``'sum'``: the sum of the kept terms;
+            ``'mean'``: their mean over the kept terms (0 when none is kept).
+        pos_weight: ``(C,)`` weight of positive examples per label, as in :class:`torch.nn.BCEWithLogitsLoss`.
+        ignore_index: a target value (e.g. ``-1``) to leave out.
+        validate_args: check target values (see :func:`~hierloss.functional.hbce_loss`); ``False`` never
+            synchronises with the device.
+
+    Shape:
+        input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
+
+    Example:
+        >>> import torch
+        >>> from hierloss import Hierarchy
+        >>> h = Hierarchy.from_edges([("a", "b")])
+        >>> logits = torch.tensor([[2.0, 3.0], [-1.0, 3.0]])
+        >>> target = torch.tensor([[1.0, 1.0], [0.0, 1.0]])   # b is left out of sample 1: its parent is 0
+        >>> conditional_bce_loss(logits, target, h, reduction="none")
+        tensor([[0.1269, 0.0486],
+                [0.3133, 0.0000]])
+    """
+    if not isinstance(hierarchy, Hierarchy):
+        raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
+    if input.ndim != 2 or input.shape[1] != hierarchy.num_labels:
+        raise ValueError(f"Expected `input` of shape (N, {hierarchy.num_labels}), got {tuple(input.shape)}")
+    edge_index = hierarchy.edge_index.to(input.device)
+    num_parents = _parent_counts(edge_index, hierarchy.num_labels)
+    return _conditional_bce_loss(input, target, edge_index, num_parents, reduction, pos_weight, ignore_index,
+                                 validate_args, hierarchy.labels)
+
+
+def _parent_counts(edge_index: Tensor, num_labels: int) -> Tensor:
+    """``(C,)`` number of parents of each label."""
+    child = edge_index[1]
+    return torch.zeros(num_labels, dtype=torch.long, device=child.device).index_add_(0, child, torch.ones_like(child))
+
+
+def _conditional_bce_loss(input: Tensor, target: Tensor, edge_index: Tensor, num_parents: Tensor, reduction: str,
+                          pos_weight: Tensor | None, ignore_index: float | None, validate_args: bool,
+                          labels: tuple[str, ...] | None) -> Tensor:
+    """:func:`conditional_bce_loss` on edge tensors (:class:`ConditionalBCELoss` passes its buffers)."""
+    check_reduction(reduction)
+    check_pair(input, target)
+    if pos_weight is not None and pos_weight.shape != (input.shape[1],):
+        raise ValueError(f"Expected `pos_weight` of shape ({input.shape[1]},), got {tuple(pos_weight.shape)}")
+    if validating(validate_args):
+        check_target(target, ignore_index, labels)
+        if pos_weight is not None:
+            check_pos_weight(pos_weight, labels)
+    with autocast_disabled(input.device.type):
+        x = input if input.dtype == torch.float64 else input.float()
+        clean, valid = target_mask(target, ignore_index)
+        y = clean.to(x.dtype)
+        positive = y > 0.5 if valid is None else (y > 0.5) & valid
+        parent, child = edge_index[0], edge_index[1]
+        # how many of each label's parents are known positive: one gather and one scatter-add over the edges
+        positive_parents = torch.zeros_like(x).index_add_(1, child, positive.index_select(1, parent).to(x.dtype))
+        kept = positive_parents == num_parents.to(x.dtype)
+        if valid is not None:
+            kept = kept & valid
+        pw = None if pos_weight is None else pos_weight.to(x.dtype)
+        loss = F.binary_cross_entropy_with_logits(x, y, reduction="none", pos_weight=pw)
+        loss = torch.where(kept, loss, 0.0)
+        return reduce_loss(loss, reduction, kept)
+
+
+class ConditionalBCELoss(nn.Module):
+    """Conditional (chain-rule) BCE: each label trained only where all of its parents are positive;
+    ``loss(logits, target)``.
+
+    Predict with the chain rule: ``probs = ChainRule(hierarchy)(logits)``
+    (:class:`~hierloss.layers.ChainRule`), coherent by construction. See :func:`conditional_bce_loss`.
+
+    Args:
+        hierarchy: the label hierarchy; ``C = hierarchy.num_labels``.
+        reduction: ``'mean'`` (over the kept terms) | ``'sum'`` | ``'none'`` (``(N, C)``).
+        pos_weight: ``(C,)`` positive-class weights (checked: finite, ``>= 0``).
+        ignore_index: a target value to leave out (NaN targets always are).
+        validate_args: check target values in ``forward``; ``False`` never synchronises with the device.
+
+    Shape:
+        input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
+
+    Example:
+        >>> import torch
+        >>> from hierloss import ChainRule, ConditionalBCELoss, Hierarchy
+        >>> h = Hierarchy.from_dict({"Abnormal": ["Cardiac"], "Cardiac": ["Cardiomegaly"]})
+        >>> criterion, marginals = ConditionalBCELoss(h), ChainRule(h)
+        >>> logits = torch.randn(8, 3, requires_grad=True)
+        >>> criterion(logits, torch.tensor([[1.0, 1.0, 0.0]]).expand(8, 3)).backward()
+        >>> probs = marginals(logits)  # P(Cardiomegaly) = P(Cardiomegaly | Cardiac) · P(Cardiac)
+    """
+
+    edge_index: Tensor
+    num_parents: Tensor
+    pos_weight: Tensor | None
+
+    def __init__(self, hierarchy: Hierarchy, reduction: str = "mean", pos_weight: Tensor | None = None,
+                 ignore_index: float | None = None, validate_args: bool = True) -> None:
+        super().__init__()
+        if not isinstance(hierarchy, Hierarchy):
+            raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
+        self.reduction = check_reduction(reduction)
+        if pos_weight is not None:
+            pos_weight = torch.as_tensor(pos_weight, dtype=torch.float32)
+            if pos_weight.shape != (hierarchy.num_labels,):
+                raise ValueError(f"Expected `pos_weight` of shape ({hierarchy.num_labels},), got "
+                                 f"{tuple(pos_weight.shape)}")
+            check_pos_weight(pos_weight, hierarchy.labels)
+        self.hierarchy = hierarchy
+        edge_index = hierarchy.edge_index
+        self.register_buffer("edge_index", edge_index, persistent=False)  # derived from the hierarchy
+        self.register_buffer("num_parents", _parent_counts(edge_index, hierarchy.num_labels), persistent=False)
+        self.register_buffer("pos_weight", pos_weight)
+        self.ignore_index = ignore_index
+        self.validate_args = validate_args
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """Loss of ``input`` (``(N, C)`` conditional logits) against ``target`` (``(N, C)``)."""
+        if input.ndim != 2 or input.shape[1] != self.hierarchy.num_labels:
+            raise ValueError(f"Expected `input` of shape (N, {self.hierarchy.num_labels}), got {tuple(input.shape)}")
+        return _conditional_bce_loss(input, target, self.edge_index, self.num_parents, self.reduction,
+                                     self.pos_weight, self.ignore_index, self.validate_args, self.hierarchy.labels)
+
+    def extra_repr(self) -> str:
+        return (f"num_labels={self.hierarchy.num_labels}, num_edges={self.hierarchy.num_edges}, "
+                f"reduction={self.reduction!r}")

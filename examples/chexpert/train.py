@@ -36,7 +36,14 @@ import torch
 from chexpert_example.criterion import BCE_FAMILY, LOSSES, build_criterion, prediction_transform
 from chexpert_example.distributed import Indexed, Processes, ShardSampler, barrier, init_from_environment, shutdown
 from chexpert_example.evaluation import AUROC_AVERAGES
-from chexpert_example.labels import PENALTY_ESTIMATORS, POLICIES, VIEWS, fit_penalties
+from chexpert_example.labels import (
+    PENALTY_ESTIMATORS,
+    POLICIES,
+    VIEWS,
+    derive_targets,
+    fit_penalties,
+    hard_policy,
+)
 from chexpert_example.layout import LAYOUTS, TRAIN_LABELS, default_data_files
 from chexpert_example.train_loop import MONITORS
 from torch.utils.data import DataLoader, DistributedSampler
@@ -286,10 +293,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             transform = {"image_size": args.image_size, "augment": args.augment, "normalize": args.normalize,
                          "antialias": args.antialias, "clahe": args.clahe}
             eval_transform = build_transform(train=False, **transform)
-            dataset_args = {"root": args.data_root, "view": args.view, "policy": args.uncertainty_policy,
+            # label smoothing (ones-lsr / zeros-lsr) softens the training targets only; evaluation reads hard ones
+            dataset_args = {"root": args.data_root, "view": args.view, "policy": hard_policy(args.uncertainty_policy),
                             "with_uncertain": args.uncertain_label}
             train_set = CheXpertDataset(files.train, transform=build_transform(train=True, **transform),
-                                        **dataset_args)
+                                        **{**dataset_args, "policy": args.uncertainty_policy}, seed=args.seed)
             valid_set = CheXpertDataset(files.valid, transform=eval_transform, **dataset_args)
             steering_set = valid_set  # the validation images that steer training: augmented, as the reference
             if args.augment_valid:
@@ -312,7 +320,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                   + (f", {len(test_set)} test" if test_set is not None else "") + " images; "
                   f"{hierarchy.num_labels} outputs; {processes.world_size} process(es) on {device}", flush=True)
 
-        penalties = fit_penalties(train_set.target_frame, hierarchy, args.penalty, args.beta)
+        weight_targets = train_set.target_frame  # edge weights are counted on hard targets
+        if args.uncertainty_policy != hard_policy(args.uncertainty_policy):
+            weight_targets = derive_targets(train_set.frame, hard_policy(args.uncertainty_policy),
+                                            args.uncertain_label)
+        penalties = fit_penalties(weight_targets, hierarchy, args.penalty, args.beta)
         criterion = build_criterion(args.loss, hierarchy, penalties, args.scale, args.edge_reduction,
                                     args.add_penalty)
         postprocess = prediction_transform(args.loss, hierarchy)

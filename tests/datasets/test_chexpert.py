@@ -170,7 +170,8 @@ def test_ignore_policy_leaves_exactly_the_undetermined_targets_missing(shared_da
 def test_policy_errors_name_the_column_value_and_count() -> None:
     """An unknown policy, a value outside {1, 0, -1, blank} and a non-numeric cell are refused, named."""
     frame = pd.DataFrame(0.0, index=range(2), columns=list(CHEXPERT_OBSERVATIONS))
-    with pytest.raises(ValueError, match=r"policy must be one of \('zeros', 'ones', 'ignore'\) or None, got 'u'"):
+    with pytest.raises(ValueError, match=r"policy must be one of \('zeros', 'ones', 'ignore', "
+                                         r"'zeros-lsr', 'ones-lsr'\) or None, got 'u'"):
         chexpert_targets(frame, policy="u")  # type: ignore[arg-type]
     frame.loc[0, "Edema"] = 2.0
     with pytest.raises(ValueError, match=r"column 'Edema' holds 2.0 \(1 values outside \{1, 0, -1, blank\}\)"):
@@ -178,3 +179,34 @@ def test_policy_errors_name_the_column_value_and_count() -> None:
     frame["Edema"] = ["yes", None]
     with pytest.raises(ValueError, match=r"column 'Edema' holds 'yes'"):
         chexpert_targets(frame, policy="zeros")
+
+
+@pytest.mark.parametrize(("policy", "low", "high", "hard"), [("ones-lsr", 0.55, 0.85, "ones"),
+                                                             ("zeros-lsr", 0.0, 0.3, "zeros")])
+def test_label_smoothing_policies(shared_data: Path, policy: str, low: float, high: float, hard: str) -> None:
+    """U-Ones+LSR / U-Zeros+LSR: every -1 becomes a soft target drawn in [0.55, 0.85] / [0, 0.3], seeded; every
+    other cell and every derived column is that of the hard policy."""
+    path = shared_data / "chexpert" / "test_labeler.csv"
+    frame = pd.read_csv(path)
+    got = chexpert_targets(frame, policy=policy, seed=3)  # type: ignore[arg-type]
+    want = chexpert_targets(frame, policy=hard)  # type: ignore[arg-type]
+    obs = list(CHEXPERT_OBSERVATIONS)
+    uncertain = (frame[obs] == -1).to_numpy()
+    soft = got[obs].to_numpy()[uncertain]
+    assert uncertain.sum() > 100 and ((soft >= low) & (soft <= high)).all() and len(set(soft.tolist())) > 100
+    np.testing.assert_array_equal(got[obs].to_numpy()[~uncertain], want[obs].to_numpy()[~uncertain])
+    pd.testing.assert_frame_equal(got.drop(columns=obs), want.drop(columns=obs))
+    pd.testing.assert_frame_equal(chexpert_targets(frame, policy=policy, seed=3), got)  # type: ignore[arg-type]
+    assert not np.array_equal(chexpert_targets(frame, policy=policy, seed=4)[obs].to_numpy(),  # type: ignore[arg-type]
+                              got[obs].to_numpy())
+
+
+def test_edge_weights_refuse_smoothed_targets(shared_data: Path) -> None:
+    """Edge weights are counted on hard labels: the estimators refuse the soft targets of a smoothing policy,
+    naming the column and the value."""
+    from hierloss.edge_weights import ConditionalWeight
+
+    frame = pd.read_csv(shared_data / "chexpert" / "test_labeler.csv")
+    soft = chexpert_targets(frame, policy="ones-lsr")
+    with pytest.raises(ValueError, match=r"column '[A-Za-z ]+' holds 0\.[5-8]"):
+        ConditionalWeight().fit(chexpert_hierarchy(), soft)

@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from chexpert_example import criterion as criterion_module
-from chexpert_example.criterion import BCE_FAMILY, HBCE_MODES, LOSSES, available_losses, build_criterion
+from chexpert_example.criterion import (
+    BCE_FAMILY,
+    HBCE_MODES,
+    LOSSES,
+    available_losses,
+    build_criterion,
+    prediction_transform,
+)
 
 import hierloss
 from hierloss.datasets import chexpert_hierarchy
@@ -138,9 +145,11 @@ def test_every_loss_leaves_nan_targets_out(name: str) -> None:
 
 
 def test_prediction_transform_is_the_max_constraint_for_mcloss_only() -> None:
-    """``mcloss`` predicts through MaxConstraint (every parent ≥ its children); the other losses use σ as is."""
+    """``mcloss`` predicts through MaxConstraint (every parent ≥ its children), ``conditional`` through the chain
+    rule; the other losses use σ as is."""
     hierarchy = chexpert_hierarchy()
-    assert all(criterion_module.prediction_transform(name, hierarchy) is None for name in LOSSES if name != "mcloss")
+    assert all(criterion_module.prediction_transform(name, hierarchy) is None for name in LOSSES
+               if name not in ("mcloss", "conditional"))
     if "mcloss" not in available_losses():
         pytest.skip("this hierloss has no MCLoss yet")
     transform = criterion_module.prediction_transform("mcloss", hierarchy)
@@ -149,3 +158,15 @@ def test_prediction_transform_is_the_max_constraint_for_mcloss_only() -> None:
     for parent, child in hierarchy.edges:
         i, j = hierarchy.labels.index(parent), hierarchy.labels.index(child)
         assert (probs[:, i] >= probs[:, j]).all(), (parent, child)
+
+
+def test_conditional_training_predicts_with_the_chain_rule() -> None:
+    """--loss conditional builds hierloss's ConditionalBCELoss, and its predictions are the chain rule's marginals of
+    the conditional sigmoid outputs (coherent by construction)."""
+    hierarchy = chexpert_hierarchy()
+    assert isinstance(build_criterion("conditional", hierarchy), hierloss.ConditionalBCELoss)
+    transform = prediction_transform("conditional", hierarchy)
+    assert transform is not None
+    logits = torch.randn(5, hierarchy.num_labels) * 3
+    torch.testing.assert_close(transform(torch.sigmoid(logits)), hierloss.ChainRule(hierarchy)(logits),
+                               rtol=1e-5, atol=1e-6)

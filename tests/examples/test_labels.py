@@ -13,6 +13,7 @@ from chexpert_example.labels import (
     OBSERVATIONS,
     derive_targets,
     fit_penalties,
+    hard_policy,
     path_column,
     read_label_csv,
 )
@@ -164,7 +165,8 @@ def test_derive_targets_rejects_unknown_policies_and_values(tmp_path: Path) -> N
     """A policy name outside ones/zeros/ignore, or a label outside {1, 0, -1, blank}, raises ValueError (from the
     library's derivation, which the example uses)."""
     frame = read_label_csv(write_csv(tmp_path / "a.csv", [image_row("a.jpg", Edema=2.0), image_row("b.jpg")]))
-    with pytest.raises(ValueError, match=r"policy must be one of \('zeros', 'ones', 'ignore'\) or None, got 'u'"):
+    with pytest.raises(ValueError, match=r"policy must be one of \('zeros', 'ones', 'ignore', "
+                                         r"'zeros-lsr', 'ones-lsr'\) or None, got 'u'"):
         derive_targets(frame, "u")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"column 'Edema' holds 2.0 \(1 values outside \{1, 0, -1, blank\}\)"):
         derive_targets(frame, "zeros")
@@ -200,3 +202,18 @@ def test_fit_penalties_fixed_and_unknown(chexpert_labels: Path) -> None:
     assert beta.shape == (hierarchy.num_edges,)
     with pytest.raises(ValueError, match=r"penalty estimator must be one of \('data', 'fixed', 'beta'\), got 'x'"):
         fit_penalties(targets, hierarchy, "x")
+
+
+def test_label_smoothing_policies_soften_only_the_uncertain_training_targets(chexpert_labels: Path) -> None:
+    """'ones-lsr' / 'zeros-lsr' draw each -1 in [0.55, 0.85] / [0, 0.3] with the seed; every other target is the
+    hard policy's, and hard_policy gives that policy (what evaluation and edge weights use)."""
+    frame = read_label_csv(chexpert_labels / "test_labeler.csv")
+    uncertain = (frame[list(OBSERVATIONS)] == -1).to_numpy()
+    for policy, (low, high) in {"ones-lsr": (0.55, 0.85), "zeros-lsr": (0.0, 0.3)}.items():
+        soft = derive_targets(frame, policy, seed=1)  # type: ignore[arg-type]
+        hard = derive_targets(frame, hard_policy(policy))  # type: ignore[arg-type]
+        values = soft[list(OBSERVATIONS)].to_numpy()
+        assert ((values[uncertain] >= low) & (values[uncertain] <= high)).all()
+        np.testing.assert_array_equal(values[~uncertain], hard[list(OBSERVATIONS)].to_numpy()[~uncertain])
+        pd.testing.assert_frame_equal(derive_targets(frame, policy, seed=1), soft)  # type: ignore[arg-type]
+    assert hard_policy("ignore") == "ignore"

@@ -168,6 +168,26 @@ def test_small_layout_twenty_outputs_ignore_policy_and_the_non_reference_options
     assert len(list((out / "gradcam").glob("*/*.png"))) == 20
 
 
+def test_conditional_training_with_label_smoothing(tmp_path: Path) -> None:
+    """--loss conditional with --uncertainty-policy ones-lsr trains on the labeler CSV (soft training targets), its
+    predictions are the chain rule's marginals (no violation at any threshold), and the edge weights are fitted on
+    the hard targets."""
+    from chexpert_example.synthetic import write_synthetic_chexpert
+
+    root = tmp_path / "data"
+    splits = write_synthetic_chexpert(root, n_train=16, n_valid=8, n_test=6)
+    out = tmp_path / "run"
+    train_module().main(["--data-root", str(root), "--test-csv", str(splits.test_csv), "--epochs", "1",
+                         "--image-size", "32", "--out", str(out), "--train-labels", "labeler",
+                         "--uncertainty-policy", "ones-lsr", "--loss", "conditional", "--max-batches", "1",
+                         "--mc-dropout", "0", "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["loss"] == "conditional" and metrics["config"]["uncertainty_policy"] == "ones-lsr"
+    assert metrics["violation_rate_any_threshold"] == 0.0 and metrics["valid"]["violation_rate_any_threshold"] == 0.0
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert (predictions["Cardiomegaly_Pred"] <= predictions["Cardiac_Pred"] + 1e-6).all()
+
+
 def run_main(argv: list[str]) -> str:
     """train.main(argv) in this process, expected to stop with an error: returns the message."""
     with pytest.raises(SystemExit) as stopped:

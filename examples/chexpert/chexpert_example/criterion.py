@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 import hierloss
@@ -12,8 +13,8 @@ import hierloss.losses
 from hierloss import Hierarchy
 from hierloss.edge_weights import EdgeWeights
 
-__all__ = ["BCE_FAMILY", "HBCE_MODES", "LOSSES", "PenalisedLoss", "available_losses", "build_criterion",
-           "prediction_transform"]
+__all__ = ["BCE_FAMILY", "HBCE_MODES", "LOSSES", "ChainRuleOnProbabilities", "PenalisedLoss", "available_losses",
+           "build_criterion", "prediction_transform"]
 
 #: ``hbce-<mode>`` → ``HBCELoss`` ``mode``; ``hbce`` is the library's default mode (``None``: whatever
 #: ``hierloss.HBCELoss`` defaults to: ``'logit_hinge'``). ``hbce-hard`` is the reference's loss: its penalty adds to
@@ -34,6 +35,7 @@ _OTHER: dict[str, str] = {
     "zlpr": "ZLPRLoss",
     "msml": "MultiLabelSoftmaxLoss",
     "mcloss": "MCLoss",
+    "conditional": "ConditionalBCELoss",
 }
 #: Every ``--loss`` choice.
 LOSSES: tuple[str, ...] = ("bce", *HBCE_MODES, *_OTHER)
@@ -77,8 +79,9 @@ def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgeWeights | fl
     * ``hbce`` (the library's default mode), ``hbce-hard``, ``hbce-soft``, ``hbce-hinge``,
       ``hbce-squared-hinge``, ``hbce-logit-hinge``: ``HBCELoss`` in that mode with ``penalties`` and ``scale``
       (λ). ``hbce-hard`` is the paper's loss: it reports the penalty but its gradient is plain BCE's.
-    * ``asl``, ``focal``, ``zlpr``, ``msml``, ``mcloss``: hierloss's other losses with their defaults (given the
-      hierarchy when their constructor takes one), optionally plus ``HierarchyPenalty`` in mode ``add_penalty``.
+    * ``asl``, ``focal``, ``zlpr``, ``msml``, ``mcloss``, ``conditional``: hierloss's other losses with their
+      defaults (given the hierarchy when their constructor takes one), optionally plus ``HierarchyPenalty`` in mode
+      ``add_penalty``. ``conditional`` is conditional (chain-rule) training (``ConditionalBCELoss``).
 
     Args:
         name: one of :data:`LOSSES`.
@@ -117,9 +120,24 @@ def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgeWeights | fl
     return PenalisedLoss(base, penalty)
 
 
+class ChainRuleOnProbabilities(nn.Module):
+    """hierloss's ``ChainRule`` applied to sigmoid outputs: the marginals of conditional training."""
+
+    def __init__(self, hierarchy: Hierarchy) -> None:
+        super().__init__()
+        self.chain_rule = hierloss.ChainRule(hierarchy)
+
+    def forward(self, probs: Tensor) -> Tensor:
+        out: Tensor = self.chain_rule(torch.logit(probs))
+        return out
+
+
 def prediction_transform(name: str, hierarchy: Hierarchy) -> nn.Module | None:
     """What turns sigmoid outputs into predictions for ``--loss name``: ``MaxConstraint`` for ``mcloss`` (C-HMCNN
-    predicts through its max-constraint module), ``None`` (the probabilities as they are) otherwise."""
+    predicts through its max-constraint module), the chain rule for ``conditional`` (the outputs are conditional
+    probabilities), ``None`` (the probabilities as they are) otherwise."""
+    if name == "conditional":
+        return ChainRuleOnProbabilities(hierarchy)
     if name != "mcloss":
         return None
     constraint: Any = getattr(hierloss, "MaxConstraint", None) or getattr(hierloss.losses, "MaxConstraint", None)

@@ -180,9 +180,11 @@ class CheXpertDataset(Dataset[tuple[Tensor, Tensor]]):
             ``CheXpert-v1.0-small/``; entries of the other layout are read from the one present, see
             :func:`chexpert_example.layout.resolve_image_paths`).
         view: ``'all'`` (the reference), ``'frontal'`` or ``'lateral'``.
-        policy: uncertainty policy for ``-1`` labels, ``'ones'`` / ``'zeros'`` / ``'ignore'``; blanks are 0.
+        policy: uncertainty policy for ``-1`` labels, ``'ones'`` / ``'zeros'`` / ``'ignore'`` / ``'ones-lsr'`` /
+            ``'zeros-lsr'`` (soft targets drawn with ``seed``); blanks are 0.
         with_uncertain: include the 'Uncertain' label (21 targets; else 20).
         transform: maps a PIL image to a ``(3, H, W)`` tensor (:func:`build_transform`).
+        seed: seed of the label-smoothing policies' draws.
 
     Attributes:
         frame: the label rows, one per image, with an ``image`` column of absolute paths.
@@ -197,7 +199,7 @@ class CheXpertDataset(Dataset[tuple[Tensor, Tensor]]):
 
     def __init__(self, csv_path: str | os.PathLike[str], root: str | os.PathLike[str], view: View = "all",
                  policy: UncertaintyPolicy = "zeros", with_uncertain: bool = True,
-                 transform: Callable[[Image.Image], Tensor] | None = None) -> None:
+                 transform: Callable[[Image.Image], Tensor] | None = None, seed: int = 0) -> None:
         frame = read_label_csv(csv_path, view=view)
         key = path_column(frame)
         paths, self.layout_note = resolve_image_paths([str(p) for p in frame[key]], root)
@@ -214,7 +216,7 @@ class CheXpertDataset(Dataset[tuple[Tensor, Tensor]]):
             frame = frame.iloc[[i for i, _ in rows]].reset_index(drop=True).assign(image=[image for _, image in rows])
         if len(frame) == 0:
             raise ValueError(f"{os.fspath(csv_path)}: no {view} image left")
-        targets = derive_targets(frame, policy, with_uncertain=with_uncertain)
+        targets = derive_targets(frame, policy, with_uncertain=with_uncertain, seed=seed)
         self.root = Path(root)
         self.frame: pd.DataFrame = frame
         self.labels: tuple[str, ...] = tuple(targets.columns)

@@ -28,17 +28,19 @@ __all__ = [
     "VIEWS",
     "derive_targets",
     "fit_penalties",
+    "hard_policy",
     "path_column",
     "read_label_csv",
 ]
 
-UncertaintyPolicy = Literal["ones", "zeros", "ignore"]
+UncertaintyPolicy = Literal["ones", "zeros", "ignore", "ones-lsr", "zeros-lsr"]
 View = Literal["frontal", "lateral", "all"]
 
 #: The 14 CheXpert observations (hierloss's column order).
 OBSERVATIONS: tuple[str, ...] = CHEXPERT_OBSERVATIONS
-#: What to do with an uncertain (-1) label: map it to 1, to 0, or leave it out of the loss (NaN target).
-POLICIES: tuple[str, ...] = ("ones", "zeros", "ignore")
+#: What to do with an uncertain (-1) label: map it to 1, to 0, leave it out of the loss (NaN target), or a soft target
+#: drawn in [0.55, 0.85] / [0, 0.3] (U-Ones+LSR / U-Zeros+LSR, Pham et al. 2021; training targets only).
+POLICIES: tuple[str, ...] = ("ones", "zeros", "ignore", "ones-lsr", "zeros-lsr")
 #: Which images to keep.
 VIEWS: tuple[str, ...] = ("frontal", "lateral", "all")
 #: ``--penalty`` choices: the paper's data-driven estimator, a fixed β, or hierloss's shrunken estimator.
@@ -111,23 +113,32 @@ def read_label_csv(path: str | os.PathLike[str], view: View = "all") -> pd.DataF
     return frame.loc[keep.to_numpy()].reset_index(drop=True)
 
 
-def derive_targets(frame: pd.DataFrame, policy: UncertaintyPolicy, with_uncertain: bool = True) -> pd.DataFrame:
+def hard_policy(policy: UncertaintyPolicy) -> UncertaintyPolicy:
+    """The policy without label smoothing (``'ones-lsr'`` → ``'ones'``): what evaluation and edge weights use."""
+    hard: UncertaintyPolicy = {"ones-lsr": "ones", "zeros-lsr": "zeros"}.get(policy, policy)  # type: ignore[assignment]
+    return hard
+
+
+def derive_targets(frame: pd.DataFrame, policy: UncertaintyPolicy, with_uncertain: bool = True,
+                   seed: int = 0) -> pd.DataFrame:
     """The model's targets in ``chexpert_hierarchy()``'s label order, as float32: the library's one derivation,
     :func:`hierloss.datasets.chexpert_targets` with the uncertainty ``policy`` (a blank observation is 0 as in the
-    reference; a -1 becomes 1 (``'ones'``), 0 (``'zeros'``) or NaN (``'ignore'``: left out of the loss, together with
-    every derived target that depends on it)).
+    reference; a -1 becomes 1 (``'ones'``), 0 (``'zeros'``), NaN (``'ignore'``: left out of the loss, together with
+    every derived target that depends on it), or a soft target drawn with ``seed`` (``'ones-lsr'``, ``'zeros-lsr'``).
 
     Args:
         frame: a frame holding the 14 observations as read (1, 0, -1, blank).
         policy: ``'ones'``, ``'zeros'`` or ``'ignore'``.
         with_uncertain: include the 'Uncertain' label (21 columns; else 20).
+        seed: seed of the label-smoothing draws.
 
     Returns:
         A float32 frame with the columns ``chexpert_hierarchy(with_uncertain).labels`` and ``frame``'s index: 0, 1,
         or NaN for targets to ignore.
     """
     labels = list(chexpert_hierarchy(uncertain_label=with_uncertain).labels)
-    targets = chexpert_targets(frame.loc[:, list(OBSERVATIONS)], policy=policy, uncertain_label=with_uncertain)
+    targets = chexpert_targets(frame.loc[:, list(OBSERVATIONS)], policy=policy, uncertain_label=with_uncertain,
+                               seed=seed)
     return targets.loc[:, labels].astype(np.float32)
 
 

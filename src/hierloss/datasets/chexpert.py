@@ -16,7 +16,7 @@ from hierloss.hierarchy import Hierarchy
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CHEXPERT_OBSERVATIONS", "CHEXPERT_PARENTS", "CHEXPERT_POLICIES", "chexpert_hierarchy",
+__all__ = ["CHEXPERT_OBSERVATIONS", "CHEXPERT_PARENTS", "CHEXPERT_POLICIES", "LSR_RANGES", "chexpert_hierarchy",
            "chexpert_targets"]
 
 #: The 14 CheXpert observations, sorted by name (the column order of the reference code).
@@ -70,8 +70,10 @@ _ANY_OF: dict[str, tuple[str, ...]] = {
 
 
 #: What :func:`chexpert_targets` can do with an uncertain (-1) observation.
-CHEXPERT_POLICIES: tuple[str, ...] = ("zeros", "ones", "ignore")
-UncertaintyPolicy = Literal["zeros", "ones", "ignore"]
+CHEXPERT_POLICIES: tuple[str, ...] = ("zeros", "ones", "ignore", "zeros-lsr", "ones-lsr")
+UncertaintyPolicy = Literal["zeros", "ones", "ignore", "zeros-lsr", "ones-lsr"]
+#: The ranges the label-smoothing policies draw an uncertain observation's soft target from (Pham et al. 2021).
+LSR_RANGES: dict[str, tuple[float, float]] = {"zeros-lsr": (0.0, 0.3), "ones-lsr": (0.55, 0.85)}
 
 _NO_FINDING = CHEXPERT_OBSERVATIONS.index("No Finding")
 
@@ -100,7 +102,7 @@ def chexpert_hierarchy(uncertain_label: bool = True) -> Hierarchy:
 
 
 def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = None,
-                     uncertain_label: bool = True) -> pd.DataFrame:
+                     uncertain_label: bool = True, seed: int = 0) -> pd.DataFrame:
     """Derive the model's targets from CheXpert observations, as the reference did: the one derivation.
 
     ``'Uncertain'`` = 1 when all 14 observations are 0; ``'Abnormal'`` = 1 unless 'No Finding' or 'Uncertain' is
@@ -117,8 +119,13 @@ def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = Non
             1, 0, -1 (uncertain) and blank (not mentioned) — and a blank becomes 0, as in the reference, while a -1
             becomes 0 (``'zeros'``), 1 (``'ones'``) or is left out (``'ignore'``: NaN, and so is every derived
             column whose value depends on how that observation would be resolved — a parent is known as soon as
-            one of its observations is 1, or when all of them are known 0s).
+            one of its observations is 1, or when all of them are known 0s). The label-smoothing policies of Pham
+            et al. (2021) make a -1 a soft target drawn uniformly from ``[0, 0.3]`` (``'zeros-lsr'``, U-Zeros+LSR)
+            or ``[0.55, 0.85]`` (``'ones-lsr'``, U-Ones+LSR); the derived columns are then those of ``'zeros'`` /
+            ``'ones'`` (only the uncertain observations themselves are soft). Edge weights must be fitted on hard
+            targets (``'zeros'``, ``'ones'`` or ``'ignore'``): the estimators refuse soft values.
         uncertain_label: add the 'Uncertain' column.
+        seed: seed of the label-smoothing draws (the same seed gives the same targets).
 
     Returns:
         A new DataFrame: ``frame``'s columns plus the derived ones, which overwrite any existing columns of the
@@ -144,7 +151,11 @@ def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = Non
     missing = [name for name in CHEXPERT_OBSERVATIONS if name not in frame.columns]
     if missing:
         raise ValueError(f"chexpert_targets: missing observation columns {missing!r}")
-    values = _observations(frame, policy)
+    values = _observations(frame, policy)  # a -1 is NaN here
+    uncertain = np.isnan(values)
+    hard = {"zeros": 0.0, "ones": 1.0, "zeros-lsr": 0.0, "ones-lsr": 1.0}.get(policy or "")
+    if hard is not None:  # the derived columns follow the hard value; label smoothing softens only the -1s below
+        values = np.where(uncertain, hard, values)
     out = frame.copy()
     names = (["Uncertain"] if uncertain_label else []) + list(CHEXPERT_PARENTS)
     unknown = np.isnan(values)
@@ -163,6 +174,9 @@ def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = Non
         for name in names:
             stacked = np.stack([r[name] for r in resolved])
             columns[name] = np.where((stacked == stacked[0]).all(axis=0), stacked[0].astype(np.float64), np.nan)
+    if policy in LSR_RANGES:
+        low, high = LSR_RANGES[policy]
+        values = np.where(uncertain, np.random.default_rng(seed).uniform(low, high, size=values.shape), values)
     if policy is not None:
         for i, name in enumerate(CHEXPERT_OBSERVATIONS):
             out[name] = values[:, i]
@@ -173,7 +187,7 @@ def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = Non
 
 
 def _observations(frame: pd.DataFrame, policy: str | None) -> np.ndarray:
-    """The 14 observations as a float64 ``(N, 14)`` array with the policy applied (NaN: unknown)."""
+    """The 14 observations as a float64 ``(N, 14)`` array: with a policy, a blank is 0 and a -1 is NaN."""
     import pandas as pd
 
     allowed = (0.0, 1.0) if policy is None else (0.0, 1.0, -1.0)
@@ -197,7 +211,7 @@ def _observations(frame: pd.DataFrame, policy: str | None) -> np.ndarray:
                              f"{what}){hint}")
         if policy is not None:
             column = np.where(blank, 0.0, column)  # not mentioned = negative, as the reference did
-            column = np.where(column == -1.0, {"zeros": 0.0, "ones": 1.0, "ignore": np.nan}[policy], column)
+            column = np.where(column == -1.0, np.nan, column)
         out[:, i] = column
     return out
 

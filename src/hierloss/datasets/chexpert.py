@@ -152,14 +152,14 @@ def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = Non
     if missing:
         raise ValueError(f"chexpert_targets: missing observation columns {missing!r}")
     values = _observations(frame, policy)  # a -1 is NaN here
-    uncertain = np.isnan(values)
+    uncertain = np.isnan(values) if policy is not None else None
     hard = {"zeros": 0.0, "ones": 1.0, "zeros-lsr": 0.0, "ones-lsr": 1.0}.get(policy or "")
-    if hard is not None:  # the derived columns follow the hard value; label smoothing softens only the -1s below
-        values = np.where(uncertain, hard, values)
+    if hard is not None and uncertain is not None:  # the derived columns follow the hard value; label smoothing
+        values = np.where(uncertain, hard, values)        # softens only the -1s, below
     out = frame.copy()
     names = (["Uncertain"] if uncertain_label else []) + list(CHEXPERT_PARENTS)
-    unknown = np.isnan(values)
-    if not unknown.any():
+    unknown = uncertain if policy == "ignore" else None
+    if unknown is None or not unknown.any():
         derived = _derive(values.astype(bool), uncertain_label)
         columns = {name: derived[name].astype(np.int64) for name in names}
     else:  # 'ignore': a derived value is known when every resolution of the unknown observations agrees on it
@@ -174,7 +174,7 @@ def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = Non
         for name in names:
             stacked = np.stack([r[name] for r in resolved])
             columns[name] = np.where((stacked == stacked[0]).all(axis=0), stacked[0].astype(np.float64), np.nan)
-    if policy in LSR_RANGES:
+    if policy in LSR_RANGES and uncertain is not None:
         low, high = LSR_RANGES[policy]
         values = np.where(uncertain, np.random.default_rng(seed).uniform(low, high, size=values.shape), values)
     if policy is not None:
@@ -190,30 +190,37 @@ def _observations(frame: pd.DataFrame, policy: str | None) -> np.ndarray:
     """The 14 observations as a float64 ``(N, 14)`` array: with a policy, a blank is 0 and a -1 is NaN."""
     import pandas as pd
 
-    allowed = (0.0, 1.0) if policy is None else (0.0, 1.0, -1.0)
-    out = np.empty((len(frame), len(CHEXPERT_OBSERVATIONS)), dtype=np.float64)
-    for i, name in enumerate(CHEXPERT_OBSERVATIONS):
-        raw = frame[name]
-        column = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        blank = raw.isna().to_numpy()
-        not_numeric = np.isnan(column) & ~blank
-        bad = not_numeric | (~np.isnan(column) & ~np.isin(column, allowed))
-        if policy is None:
-            bad |= blank
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            value = raw.iloc[row]
-            value = value.item() if isinstance(value, np.generic) else value
-            what = "{0, 1}" if policy is None else "{1, 0, -1, blank}"
-            hint = ("; pass policy='zeros', 'ones' or 'ignore' for CheXpert's raw -1 and blank labels"
-                    if policy is None else "")
-            raise ValueError(f"chexpert_targets: column {name!r} holds {value!r} ({int(bad.sum())} values outside "
-                             f"{what}){hint}")
-        if policy is not None:
-            column = np.where(blank, 0.0, column)  # not mentioned = negative, as the reference did
-            column = np.where(column == -1.0, np.nan, column)
-        out[:, i] = column
+    names = list(CHEXPERT_OBSERVATIONS)
+    try:
+        values = frame.loc[:, names].to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):  # a non-numeric cell: name the first one
+        for name in names:
+            raw = frame[name]
+            numeric = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.isnan(numeric) & raw.notna().to_numpy()
+            if bad.any():
+                _refuse(frame, name, int(np.flatnonzero(bad)[0]), int(bad.sum()), policy)
+        raise
+    bad = (values != 0.0) & (values != 1.0)  # True at NaN (a blank)
+    blank = np.isnan(values) if policy is not None else None
+    if blank is not None:  # with a policy, -1 and blank are allowed too
+        bad &= (values != -1.0) & ~blank
+    if bad.any():
+        col = int(np.flatnonzero(bad.any(axis=0))[0])
+        _refuse(frame, names[col], int(np.flatnonzero(bad[:, col])[0]), int(bad[:, col].sum()), policy)
+    if blank is not None:
+        values = np.where(blank, 0.0, values)  # not mentioned = negative, as the reference did
+        values[values == -1.0] = np.nan
+    out: np.ndarray = values
     return out
+
+
+def _refuse(frame: pd.DataFrame, name: str, row: int, count: int, policy: str | None) -> None:
+    value = frame[name].iloc[row]
+    value = value.item() if isinstance(value, np.generic) else value
+    what = "{0, 1}" if policy is None else "{1, 0, -1, blank}"
+    hint = "; pass policy='zeros', 'ones' or 'ignore' for CheXpert's raw -1 and blank labels" if policy is None else ""
+    raise ValueError(f"chexpert_targets: column {name!r} holds {value!r} ({count} values outside {what}){hint}")
 
 
 def _derive(observations: np.ndarray, uncertain_label: bool) -> dict[str, np.ndarray]:

@@ -57,3 +57,57 @@ def test_console_script_usage_mistake() -> None:
                           timeout=120, check=False)
     assert proc.returncode == 2
     assert "argument --epochs: invalid int value: 'many'" in _one_line_error(proc.stderr, "hierloss demo")
+
+
+def test_top_level_help_is_for_users(capsys: pytest.CaptureFixture[str]) -> None:
+    """`hierloss --help` says what the tool and each command do and how to get a command's help, not how the
+    package is built inside."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for internal in ("add_parser", "subparsers", "Namespace", "CommandError", "func"):
+        assert internal not in out, internal
+    assert "demo" in out and "edge-weights" in out and "hierloss COMMAND --help" in out
+
+
+def _modules_loaded_by(argv: list[str]) -> set[str]:
+    """The modules that `hierloss ARGV` imports beyond `import hierloss` itself, in a fresh interpreter."""
+    code = ("import sys, hierloss\n"
+            "before = set(sys.modules)\n"
+            "from hierloss.cli import main\n"
+            "try:\n"
+            f"    main({argv!r})\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print(' '.join(sorted(set(sys.modules) - before)), file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    return set(proc.stderr.split())
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["edge-weights", "--help"], ["--version"]])
+def test_help_loads_nothing_heavy(argv: list[str]) -> None:
+    """--help and --version load no sub-command machinery: not the training loop, pandas, matplotlib, the metrics
+    or the datasets."""
+    loaded = _modules_loaded_by(argv)
+    heavy = {"hierloss.cli._training", "pandas", "matplotlib", "torchmetrics", "hierloss.metrics",
+             "hierloss.datasets", "hierloss.edge_weights", "networkx"}
+    assert not loaded & heavy, sorted(loaded & heavy)
+
+
+def test_help_does_not_import_torch() -> None:
+    """`hierloss --help` appears without importing torch, which alone takes seconds to import."""
+    code = ("import sys\nfrom hierloss.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stderr.strip() == "False"
+
+
+def test_demo_help_names_nothing_a_wheel_user_lacks(capsys: pytest.CaptureFixture[str]) -> None:
+    """`hierloss demo --help` points at no file of the repository or of ../shared, and documents --threads."""
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    for path in ("benchmarks/", "hmc_quality", "../shared", "scripts/"):
+        assert path not in out, path
+    assert "--threads" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hierloss.cli import main
+from hierloss.cli import _training, main
 
 ROWS = ["BCE", "BCE + coherent", "HBCE", "HBCE + coherent", "HBCE hard", "HBCE hard + coherent", "MCLoss"]
 
@@ -166,3 +167,70 @@ def test_console_script_bad_dropout() -> None:
                           check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "--dropout must be in [0, 1), got 1.5" in _one_line_error(proc.stderr)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [([], 1), (["--threads", "2"], 2)])
+def test_demo_trains_on_one_thread_unless_told(argv: list[str], expected: int, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo trains with one torch thread by default (its small MLP gains nothing from more and slows down
+    badly on a busy machine), --threads sets another number, and the caller's setting is restored."""
+    from hierloss.cli import _training
+
+    seen: list[int] = []
+    original = _training.compare_losses
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_training, "compare_losses", spy)
+    before = torch.get_num_threads()
+    assert main(["demo", "--epochs", "1", "--samples", "300", "--losses", "bce", "--no-progress", *argv]) == 0
+    assert seen == [expected]
+    assert torch.get_num_threads() == before
+    out = capsys.readouterr().out
+    assert f"{expected} CPU thread" in out
+
+
+def test_demo_refuses_zero_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    """--threads 0 is one error line and exit code 2, before any training."""
+    assert main(["demo", "--no-progress", "--threads", "0"]) == 2
+    assert "--threads must be >= 1, got 0" in _one_line_error(capsys.readouterr().err)
+
+
+def test_demo_prints_how_long_it_took(capsys: pytest.CaptureFixture[str]) -> None:
+    """The last line says how long the demo took, so the times quoted in the docs can be rerun."""
+    assert main(["demo", "--epochs", "1", "--samples", "300", "--losses", "bce", "--no-progress"]) == 0
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert re.fullmatch(r"done in \d+\.\d s \(training \d+\.\d s, 1 CPU thread\)", last), last
+
+
+@pytest.mark.parametrize(("losses", "noted"), [(["hbce-hard"], True), (["bce", "hbce"], False)])
+def test_progress_of_hbce_hard_says_its_loss_can_rise(losses: list[str], noted: bool,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Where the progress of HBCE hard is shown, a note says its loss includes the zero-gradient penalty, so that a
+    rising value is not read as divergence; other losses get no note."""
+    assert main(["demo", "--epochs", "1", "--samples", "300", "--losses", *losses]) == 0
+    err = capsys.readouterr().err
+    assert ("zero gradient" in err) is noted, err
+
+
+def _results(auprc: list[float], violations: list[float]) -> list[_training.Result]:
+    """Result rows for the plot: one raw row per AU(PRC) value, with the given violation rates (0 = none)."""
+    return [_training.Result(loss="bce", output="raw", auprc=a, auroc=0.9, violation_05=v, violation_any=v, hf1=0.5,
+                             train_s=1.0, epochs=1) for a, v in zip(auprc, violations)]
+
+
+def test_plot_labels_every_bar_and_zooms_on_close_scores() -> None:
+    """In the demo figure the scores are written next to their marks, a zero violation rate is labelled "0"
+    rather than left as an empty row, and the AU(PRC) axis does not start at 0 when the scores lie close."""
+    pytest.importorskip("matplotlib")
+    from hierloss.cli.demo import _figure
+
+    fig = _figure(_results([0.283, 0.289], [0.0, 0.25]), "test")
+    auprc_axis, violation_axis, _ = fig.axes
+    low, high = auprc_axis.get_xlim()
+    assert 0.2 < low < 0.283 and 0.289 < high < 0.35
+    assert {t.get_text() for t in auprc_axis.texts} >= {"0.283", "0.289"}
+    labels = [t.get_text() for t in violation_axis.texts]
+    assert labels.count("0") == 2 and labels.count("25%") == 2

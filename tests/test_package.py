@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +48,34 @@ def test_submodules_are_reachable_and_lazy() -> None:
     assert proc.stdout.strip() == ""
     with pytest.raises(AttributeError, match="module 'hierloss' has no attribute 'no_such_module'"):
         hierloss.no_such_module  # type: ignore[attr-defined]  # noqa: B018
+
+
+def _pyproject() -> dict[str, object]:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    with (Path(__file__).resolve().parents[1] / "pyproject.toml").open("rb") as f:
+        project: dict[str, object] = tomllib.load(f)["project"]
+    return project
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_extras_hold_what_the_library_imports() -> None:
+    """The `metrics` extra is torchmetrics only (no library module imports scikit-learn); scikit-learn, the tests'
+    reference, is a `dev` requirement."""
+    extras = _pyproject()["optional-dependencies"]
+    assert isinstance(extras, dict)
+    assert _names(extras["metrics"]) == {"torchmetrics"}
+    assert "scikit-learn" in _names(extras["dev"])
+    src = Path(hierloss.__file__).parent
+    importers = [p.name for p in src.rglob("*.py") if re.search(r"^\s*(import|from) sklearn", p.read_text(), re.M)]
+    assert importers == []
+
+
+def test_classifiers_describe_a_library() -> None:
+    """The trove classifiers do not call the library a pytest plugin, and name the supported Python versions."""
+    classifiers = _pyproject()["classifiers"]
+    assert isinstance(classifiers, list)
+    assert not any(c.startswith("Framework :: Pytest") for c in classifiers)
+    assert "Programming Language :: Python :: 3.10" in classifiers

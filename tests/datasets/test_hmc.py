@@ -258,3 +258,17 @@ def test_missing_folder_is_named(tmp_path: Path) -> None:
     """The folder of a dataset prefix that does not exist is named as such."""
     with pytest.raises(ValueError, match=r"d: the folder .*nope does not exist"):
         load_hmc(tmp_path / "nope" / "d")
+
+
+def test_repr_summarises_instead_of_printing_arrays(shared_data: Path) -> None:
+    """repr of the splits and of one split shows shapes, dtypes and the hierarchy's size, not the raw arrays."""
+    splits = load_hmc(shared_data / "hmc" / "eisen_FUN")
+    hierarchy = "Hierarchy(num_labels=461, num_edges=443)"
+    text = repr(splits)
+    assert "array(" not in text and len(text) < 600, text
+    assert text.startswith("HMCSplits(") and hierarchy in text
+    for name, n in (("train", 1058), ("valid", 529), ("test", 837)):
+        assert f"{name}=HMCData(X=float32 ({n}, 79), Y=uint8 ({n}, 461))" in text, text
+    assert repr(splits.test) == f"HMCData(X=float32 (837, 79), Y=uint8 (837, 461), hierarchy={hierarchy})"
+    without_valid = load_hmc(shared_data / "hmc" / "enron")
+    assert "valid=None" in repr(without_valid)

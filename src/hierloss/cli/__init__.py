@@ -2,7 +2,8 @@
 
 Each sub-command lives in its own module of this package exposing ``add_parser(subparsers)``, which registers
 the sub-command and sets ``func`` (called with the parsed ``argparse.Namespace``, returning an exit code, or
-raising ``CommandError`` on a mistake in its arguments or inputs).
+raising ``CommandError`` on a mistake in its arguments or inputs). Those modules import nothing heavy at import
+time or in ``add_parser`` (torch, pandas, the training loop load inside ``func``), so ``--help`` is quick.
 
 Every mistake, in the arguments or in the files they name, is reported as one line on stderr
 (``hierloss demo: error: ...``) with exit code 2; ``--help`` and ``--version`` exit 0.
@@ -22,14 +23,19 @@ __all__ = ["main"]
 # Sub-commands and their modules, imported by name.
 _COMMANDS: dict[str, str] = {"demo": "demo", "edge-weights": "edge_weights"}
 
+_DESCRIPTION = "Hierarchy-aware losses, layers and metrics for multi-label classification in PyTorch."
+_EPILOG = """Run 'hierloss COMMAND --help' for the options of a command, e.g. 'hierloss demo --help'.
+A mistake in the arguments prints one line on stderr and exits with code 2."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every sub-command registered."""
     from hierloss import __version__
 
-    parser = ArgumentParser(prog="hierloss", description=__doc__)
+    parser = ArgumentParser(prog="hierloss", description=_DESCRIPTION, epilog=_EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"hierloss {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for module_name in _COMMANDS.values():
         module = importlib.import_module(f"hierloss.cli.{module_name}")
         module.add_parser(subparsers)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hierloss.cli._losses import DEFAULT_LOSSES, LOSSES, ZERO_GRADIENT_PENALTY
 from hierloss.hierarchy import Hierarchy
 
 __all__ = [
@@ -36,11 +37,6 @@ __all__ = [
     "train",
 ]
 
-#: Training losses by name, with their display names.
-LOSSES: dict[str, str] = {"bce": "BCE", "hbce": "HBCE", "hbce-hard": "HBCE hard", "mcloss": "MCLoss",
-                          "hbce-hinge": "HBCE hinge λ=1"}
-#: The losses ``hierloss demo`` and :func:`compare_losses` train unless told otherwise.
-DEFAULT_LOSSES: tuple[str, ...] = ("bce", "hbce", "hbce-hard", "mcloss")
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -126,11 +122,14 @@ def build_criterion(loss: str, hierarchy: Hierarchy) -> nn.Module:
 
 
 class _Progress:
-    """A tqdm bar on stderr when tqdm is installed, else a plain line every tenth of the epochs."""
+    """A tqdm bar on stderr when tqdm is installed, else a plain line every tenth of the epochs; ``note`` is printed
+    once above it."""
 
-    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+    def __init__(self, total: int, desc: str, enabled: bool, note: str | None = None) -> None:
         self.total, self.desc, self.enabled, self.done = total, desc, enabled, 0
         self.bar: Any = None
+        if enabled and note:
+            print(f"{desc}: {note}", file=sys.stderr, flush=True)
         if enabled:
             try:
                 from tqdm.auto import tqdm
@@ -216,7 +215,9 @@ def train(loss: str, X: Any, Y: Any, hierarchy: Hierarchy, config: TrainConfig =
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                  fused=device.type in ("cpu", "cuda"))
     order = torch.Generator().manual_seed(config.seed)
-    bar = _Progress(config.epochs, LOSSES.get(loss, loss), progress)
+    note = ("the loss shown includes the paper's penalty, which has zero gradient: it can rise while the model "
+            "trains exactly as with BCE (not a divergence)") if loss in ZERO_GRADIENT_PENALTY else None
+    bar = _Progress(config.epochs, LOSSES.get(loss, loss), progress, note)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()

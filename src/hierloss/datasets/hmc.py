@@ -26,7 +26,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SUFFIXES = (".arff", ".arff.gz")
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class HMCData:
     """One split of an HMC dataset.
 
@@ -42,8 +42,15 @@ class HMCData:
     hierarchy: Hierarchy
     feature_names: tuple[str, ...]
 
+    def _arrays(self) -> str:
+        return f"X={_describe(self.X)}, Y={_describe(self.Y)}"
 
-@dataclass(frozen=True, eq=False)
+    def __repr__(self) -> str:
+        """A summary (shapes, dtypes, the hierarchy's size), not the arrays."""
+        return f"HMCData({self._arrays()}, hierarchy={self.hierarchy!r})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class HMCSplits:
     """Train / valid / test splits sharing one hierarchy; ``valid`` is ``None`` when the dataset has none."""
 
@@ -51,6 +58,16 @@ class HMCSplits:
     valid: HMCData | None
     test: HMCData
     hierarchy: Hierarchy
+
+    def __repr__(self) -> str:
+        """A summary: the hierarchy's size and each split's shapes, one per line."""
+        splits = [f"{name}={'None' if data is None else f'HMCData({data._arrays()})'}"
+                  for name, data in (("train", self.train), ("valid", self.valid), ("test", self.test))]
+        return f"HMCSplits(hierarchy={self.hierarchy!r},\n          " + ",\n          ".join(splits) + ")"
+
+
+def _describe(array: np.ndarray) -> str:
+    return f"{array.dtype} {tuple(array.shape)}"
 
 
 def _error(path: Path, line: int, message: str) -> ValueError:

@@ -33,6 +33,7 @@ from hierloss.cli._training import (
 )
 from hierloss.cli._training import score as _score
 from hierloss.hierarchy import Hierarchy
+from hierloss.losses import ConditionalBCELoss
 
 __all__ = [
     "DEFAULT_LOSSES",
@@ -184,12 +185,18 @@ def train_stacked(runs: Sequence[tuple[str, int]], X: Any, Y: Any, hierarchy: Hi
 
     def step_loss(idx: Tensor) -> Tensor:
         # Each criterion averages over its networks' samples; times the count = the sum of the networks' losses.
+        # ConditionalBCELoss averages over the terms it keeps, which differ between networks' batches: one call per
+        # network, so each is trained on its own mean as by train().
         logits = model(features[idx])
         batch = target[idx]
         total = torch.zeros((), device=device)
         for criterion, lo, hi in groups:
-            total = total + criterion(logits[lo:hi].reshape(-1, num_labels),
-                                      batch[lo:hi].reshape(-1, num_labels)) * (hi - lo)
+            if isinstance(criterion, ConditionalBCELoss):
+                for k in range(lo, hi):
+                    total = total + criterion(logits[k], batch[k])
+            else:
+                total = total + criterion(logits[lo:hi].reshape(-1, num_labels),
+                                          batch[lo:hi].reshape(-1, num_labels)) * (hi - lo)
         return total
 
     size = config.batch_size

@@ -12,9 +12,10 @@ train + valid only (C-HMCNN imputes each split, test included, with that split's
 ``BCEWithLogitsLoss`` on logits rather than ``BCELoss`` on sigmoid outputs (the same loss, numerically safer).
 
 Each training loss (``--losses``: bce, hbce, hbce-hard, mcloss; also hbce-hinge, the probability hinge at λ = 1
-that was the default before ``'logit_hinge'``) is trained once per seed; every model but
-MCLoss's is scored on its raw outputs and again after ``hierloss.metrics.coherent`` (so ``bce`` yields the rows
-"BCE" and "BCE + coherent"). MCLoss is scored on C-HMCNN's inference output, coherent by construction.
+that was the default before ``'logit_hinge'``, and conditional, ``ConditionalBCELoss``) is trained once per seed;
+every model is scored on its raw outputs and again after ``hierloss.metrics.coherent`` (so ``bce`` yields the rows
+"BCE" and "BCE + coherent"), except the two coherent by construction: MCLoss is scored on C-HMCNN's inference
+output (``MaxConstraint``), conditional training on the chain rule's marginals (``ChainRule``).
 
 Results are appended as JSON lines to ``--out`` (runs already there are skipped), so the table can be built up
 over several runs and machines; ``--table`` prints the markdown table of everything in ``--out``::
@@ -22,6 +23,7 @@ over several runs and machines; ``--table`` prints the markdown table of everyth
     python benchmarks/hmc_quality.py --datasets eisen_FUN derisi_FUN --seeds 0 1 2
     python benchmarks/hmc_quality.py --datasets cellcycle_GO --device cuda --epochs 20   # labelled as reduced
     python benchmarks/hmc_quality.py --table
+    python benchmarks/hmc_quality.py --by-seed "Conditional (chain rule)" --datasets eisen_FUN   # paired by seed
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ PUBLISHED: dict[str, tuple[float, float]] = {
 }
 
 ROW_ORDER = ["BCE", "BCE + coherent", "HBCE", "HBCE + coherent", "HBCE hinge λ=1", "HBCE hinge λ=1 + coherent",
-             "HBCE hard", "HBCE hard + coherent", "MCLoss"]
+             "HBCE hard", "HBCE hard + coherent", "MCLoss", "Conditional (chain rule)"]
+#: What ``--by-seed`` compares a method with.
+BASELINES = ("BCE + coherent", "MCLoss")
 
 
 def machine(device: str) -> str:
@@ -164,8 +168,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     """The markdown table of the results: mean ± std over seeds, published AU(PRC) beside ours."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        name = Result(loss=r["loss"], output=r["output"], auprc=0, auroc=0, violation_05=0, violation_any=0, hf1=0,
-                      train_s=0, epochs=0).name
+        name = _name(r)
         groups[(r["dataset"], name, r["epochs"])].append(r)
     order = {d: i for i, d in enumerate(PROTOCOL)}
     keys = sorted(groups, key=lambda k: (order.get(k[0], 99), -k[2], ROW_ORDER.index(k[1])
@@ -188,6 +191,40 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _name(row: dict[str, Any]) -> str:
+    return Result(loss=row["loss"], output=row["output"], auprc=0, auroc=0, violation_05=0, violation_any=0, hf1=0,
+                  train_s=0, epochs=0).name
+
+
+def by_seed(rows: list[dict[str, Any]], method: str, baselines: tuple[str, ...] = BASELINES) -> str:
+    """A markdown table pairing ``method`` with each baseline seed by seed (same dataset, seed and epochs: the same
+    initial weights and batches), with the difference in AU(PRC) and hF1 and how many seeds ``method`` wins."""
+    index = {(r["dataset"], r["epochs"], r["seed"], _name(r)): r for r in rows}
+    lines = [f"| dataset | epochs | seed | {method}: AU(PRC) / hF1 / violations any | "
+             + " | ".join(f"{b}: AU(PRC) / hF1 | Δ AU(PRC) vs {b}" for b in baselines) + " |",
+             "|---|---|---|---|" + "---|---|" * len(baselines)]
+    wins: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+    order = {d: i for i, d in enumerate(PROTOCOL)}
+    mine = sorted((k for k in index if k[3] == method), key=lambda k: (order.get(k[0], 99), -k[1], k[2]))
+    for dataset, epochs, seed, _ in mine:
+        r = index[(dataset, epochs, seed, method)]
+        cells = [f"{r['auprc']:.4f} / {r['hf1']:.4f} / {100 * r['violation_any']:.1f}%"]
+        for b in baselines:
+            other = index.get((dataset, epochs, seed, b))
+            if other is None:
+                cells += ["—", "—"]
+                continue
+            delta = r["auprc"] - other["auprc"]
+            wins[(dataset, epochs, b)].append(delta)
+            cells += [f"{other['auprc']:.4f} / {other['hf1']:.4f}", f"{delta:+.4f}"]
+        lines.append(f"| {dataset} | {epochs} | {seed} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for (dataset, epochs, b), deltas in sorted(wins.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][2])):
+        lines.append(f"- {dataset} ({epochs} epochs) vs {b}: mean Δ AU(PRC) {statistics.fmean(deltas):+.4f}, "
+                     f"{method} higher on {sum(d > 0 for d in deltas)} of {len(deltas)} seeds")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(PROTOCOL), choices=list(PROTOCOL), metavar="NAME")
@@ -204,11 +241,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="train all of a dataset's runs at once as one stacked model (hierloss.experiments."
                              "train_stacked; CUDA graphs on a GPU)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar per run")
+    parser.add_argument("--by-seed", default=None, metavar="METHOD",
+                        help="only print METHOD (a table row name, e.g. 'Conditional (chain rule)') against "
+                             f"{' and '.join(BASELINES)}, seed by seed, from --out")
     parser.add_argument("--table", action="store_true",
                         help="only print the markdown table of --out (of the --datasets given, default all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if not args.table:
+    if not (args.table or args.by_seed):
         if not HMC.is_dir():
             print(f"HMC datasets not found at {HMC}", file=sys.stderr)
             return 2
@@ -219,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no results file {args.out}", file=sys.stderr)
         return 2
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-    print(table([r for r in rows if r["dataset"] in args.datasets]))
+    rows = [r for r in rows if r["dataset"] in args.datasets]
+    print(by_seed(rows, args.by_seed) if args.by_seed else table(rows))
     return 0
 
 

@@ -234,3 +234,18 @@ def test_plot_labels_every_bar_and_zooms_on_close_scores() -> None:
     assert {t.get_text() for t in auprc_axis.texts} >= {"0.283", "0.289"}
     labels = [t.get_text() for t in violation_axis.texts]
     assert labels.count("0") == 2 and labels.count("25%") == 2
+
+
+def test_demo_conditional_is_scored_once_through_the_chain_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--losses conditional` gives one row (no '+ coherent': the chain rule's output is coherent by construction),
+    marked and explained in the legend, with no violation."""
+    code = main(["demo", "--epochs", "2", "--samples", "300", "--losses", "bce", "conditional", "--markdown",
+                 "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 3  # header, rule, BCE, BCE + coherent, Conditional
+    row = table[-1].split("|")
+    assert row[1].strip() == "Conditional (chain rule) (2)"
+    assert row[4].strip().startswith("0 ") and row[5].strip().startswith("0 ")  # no violation, at 0.5 or anywhere
+    assert "(2) Conditional training predicts through the chain rule" in out

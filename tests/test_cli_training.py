@@ -74,7 +74,7 @@ def test_unknown_loss_and_bad_shapes(data) -> None:  # type: ignore[no-untyped-d
         compare_losses(data.X, data.Y, data.X, data.Y, data.hierarchy, losses=["bce", "nope"], config=CONFIG)
     with pytest.raises(ValueError, match="shape"):
         train("bce", data.X, data.Y[:, :-1], data.hierarchy, CONFIG)
-    assert set(LOSSES) == {"bce", "hbce", "hbce-hard", "mcloss", "hbce-hinge"}
+    assert set(LOSSES) == {"bce", "hbce", "hbce-hard", "mcloss", "hbce-hinge", "conditional"}
     assert DEFAULT_LOSSES == ("bce", "hbce", "hbce-hard", "mcloss")
 
 
@@ -87,3 +87,26 @@ def test_named_criteria_are_the_documented_losses(data) -> None:  # type: ignore
     assert isinstance(hinge, HBCELoss) and (hinge.mode, hinge.scale) == ("hinge", 1.0)
 
 
+
+
+def test_conditional_training_predicts_through_the_chain_rule(data) -> None:  # type: ignore[no-untyped-def]
+    """'conditional' trains with ConditionalBCELoss and predicts the chain rule's marginals of the model's logits;
+    it is scored once ('chain-rule', no coherent row: it is coherent by construction) with no violation."""
+    import torch
+
+    from hierloss import ConditionalBCELoss
+    from hierloss.functional import chain_rule_probs
+
+    h = data.hierarchy
+    assert isinstance(build_criterion("conditional", h), ConditionalBCELoss)
+    trained = train("conditional", data.X[:300], data.Y[:300], h, CONFIG)
+    trained.model.eval()
+    with torch.no_grad():
+        expected = chain_rule_probs(trained.model(torch.as_tensor(data.X[300:], dtype=torch.float32)), h)
+    torch.testing.assert_close(trained.predict(data.X[300:]), expected)
+    results = compare_losses(data.X[:300], data.Y[:300], data.X[300:], data.Y[300:], h, losses=["bce", "conditional"],
+                             config=CONFIG)
+    assert [(r.name, r.output) for r in results] == [("BCE", "raw"), ("BCE + coherent", "coherent"),
+                                                     ("Conditional (chain rule)", "chain-rule")]
+    assert results[-1].violation_05 == 0 and results[-1].violation_any == 0
+    assert results[-1].auprc == pytest.approx(evaluate(expected, data.Y[300:], h)["auprc"])

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hierloss.cli._losses import DEFAULT_LOSSES, LOSSES, ZERO_GRADIENT_PENALTY
+from hierloss.cli._losses import COHERENT_BY_CONSTRUCTION, DEFAULT_LOSSES, LOSSES, ZERO_GRADIENT_PENALTY
 from hierloss.hierarchy import Hierarchy
 
 __all__ = [
@@ -58,7 +58,7 @@ class Result:
     """Scores of one model output on the test split; rates are fractions of test samples."""
 
     loss: str
-    output: str  # 'raw', 'coherent' or 'max-constraint'
+    output: str  # 'raw', 'coherent', 'max-constraint' (MCLoss) or 'chain-rule' (conditional)
     auprc: float
     auroc: float
     violation_05: float
@@ -102,7 +102,8 @@ def build_criterion(loss: str, hierarchy: Hierarchy) -> nn.Module:
     ``'bce'``: ``nn.BCEWithLogitsLoss``; ``'hbce'``: ``HBCELoss(hierarchy)`` (default mode); ``'hbce-hard'``:
     ``HBCELoss(hierarchy, mode='hard')`` (the reference's penalty); ``'mcloss'``: ``MCLoss(hierarchy)``;
     ``'hbce-hinge'``: ``HBCELoss(hierarchy, mode='hinge', scale=1.0)`` (the probability hinge, hierloss's default
-    before 0.1's ``'logit_hinge'``).
+    before 0.1's ``'logit_hinge'``); ``'conditional'``: ``ConditionalBCELoss(hierarchy)`` (conditional training:
+    its model predicts through the chain rule).
     """
     from hierloss.losses import HBCELoss
 
@@ -118,6 +119,10 @@ def build_criterion(loss: str, hierarchy: Hierarchy) -> nn.Module:
         from hierloss.losses import MCLoss
 
         return MCLoss(hierarchy)
+    if loss == "conditional":
+        from hierloss.losses import ConditionalBCELoss
+
+        return ConditionalBCELoss(hierarchy)
     raise ValueError(f"unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
 
 
@@ -164,19 +169,24 @@ class TrainedModel:
 
     @torch.no_grad()
     def predict(self, X: Any, batch_size: int = 4096) -> Tensor:
-        """Test-time probabilities ``(N, C)`` on the CPU: sigmoid outputs, through ``MaxConstraint`` for MCLoss."""
+        """Test-time probabilities ``(N, C)`` on the CPU: sigmoid outputs; through ``MaxConstraint`` for MCLoss; the
+        chain rule's marginals (``ChainRule`` on the logits) for conditional training."""
         self.model.eval()
         device = next(self.model.parameters()).device
         features = torch.as_tensor(np.asarray(X, dtype=np.float32))
-        post: nn.Module | None = None
+        head: Callable[[Tensor], Tensor] = torch.sigmoid
         if self.loss == "mcloss":
             from hierloss.layers import MaxConstraint
 
-            post = MaxConstraint(self.hierarchy).to(device)
+            constraint = MaxConstraint(self.hierarchy).to(device)
+            head = lambda logits: constraint(torch.sigmoid(logits))  # noqa: E731
+        elif self.loss == "conditional":
+            from hierloss.layers import ChainRule
+
+            head = ChainRule(self.hierarchy).to(device)
         chunks = []
         for block in torch.split(features, batch_size):
-            probs = torch.sigmoid(self.model(block.to(device)))
-            chunks.append((post(probs) if post is not None else probs).float().cpu())
+            chunks.append(head(self.model(block.to(device))).float().cpu())
         return torch.cat(chunks) if chunks else torch.zeros(0, self.hierarchy.num_labels)
 
 
@@ -301,8 +311,9 @@ def compare_losses(X_train: Any, Y_train: Any, X_test: Any, Y_test: Any, hierarc
 
 def score(trained: TrainedModel, X_test: Any, Y_test: Any, with_coherent: bool = True,
           on_result: Callable[[Result], None] | None = None, skipped_labels: Iterable[str] = ()) -> list[Result]:
-    """Score a trained model on the test split: its output (raw, or MaxConstraint for MCLoss), then that output
-    after ``coherent(probs, hierarchy, 'max')`` unless MCLoss or ``with_coherent=False``.
+    """Score a trained model on the test split: its output (raw; MaxConstraint for MCLoss; the chain rule for
+    conditional training), then that output after ``coherent(probs, hierarchy, 'max')`` unless the model is
+    coherent by construction (MCLoss, conditional) or ``with_coherent=False``.
 
     ``on_result`` is called with each :class:`Result` as soon as it exists; ``skipped_labels`` are left out of
     AU(PRC) and AUROC.
@@ -311,8 +322,8 @@ def score(trained: TrainedModel, X_test: Any, Y_test: Any, with_coherent: bool =
 
     hierarchy = trained.hierarchy
     probs = trained.predict(X_test)
-    outputs = [("max-constraint" if trained.loss == "mcloss" else "raw", probs)]
-    if with_coherent and trained.loss != "mcloss":
+    outputs = [(COHERENT_BY_CONSTRUCTION.get(trained.loss, "raw"), probs)]
+    if with_coherent and trained.loss not in COHERENT_BY_CONSTRUCTION:
         outputs.append(("coherent", coherent(probs, hierarchy, "max")))
     results = []
     for output, p in outputs:

@@ -26,7 +26,8 @@ redistributed with C-HMCNN. The model then trains on train + valid and is scored
 
 Every model except MCLoss's is scored twice: on its raw sigmoid outputs, and after hierloss.metrics.coherent
 (each label's score becomes the max over itself and its descendants), which removes every violation at inference.
-MCLoss predicts through C-HMCNN's max-constraint module, so its output is already coherent.
+MCLoss predicts through C-HMCNN's max-constraint module, so its output is already coherent; so does conditional
+training (--losses conditional: ConditionalBCELoss, predictions through the chain rule).
 
 Training runs on one CPU thread unless --threads says otherwise: this small model runs no faster on more, and
 several times slower when other programs keep the cores busy. The last line says how long the demo took."""
@@ -97,7 +98,7 @@ def format_table(results: Sequence[Any], markdown: bool = False, color: bool = F
               "train s"]
     body: list[list[tuple[str, str]]] = []  # (plain text, style) per cell
     for r in results:
-        name = r.name + (" (1)" if r.output == "max-constraint" else "")
+        name = r.name + {"max-constraint": " (1)", "chain-rule": " (2)"}.get(r.output, "")
         cells: list[tuple[str, str]] = [(name, "")]
         for key, _, _, percent in _COLUMNS:
             value = getattr(r, key)
@@ -115,7 +116,9 @@ def format_table(results: Sequence[Any], markdown: bool = False, color: bool = F
         "< child (a contradictory prediction), any = at some threshold (what ranking metrics see); "
         f"0 {marks['ok']} = none.",
         "+ coherent = the same model's outputs after hierloss.metrics.coherent (max over descendants); "
-        "(1) MCLoss predicts through C-HMCNN's max-constraint module: coherent by construction.",
+        "(1) MCLoss predicts through C-HMCNN's max-constraint module: coherent by construction."
+        + (" (2) Conditional training predicts through the chain rule (hierloss.layers.ChainRule): coherent by "
+           "construction." if any(r.output == "chain-rule" for r in results) else ""),
         "AU(PRC) = micro average precision; AUROC weighted by positives; hF1 = micro hierarchical F1 at 0.5.",
     ]
     if markdown:

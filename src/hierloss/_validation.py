@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["check_pos_weight", "check_probabilities", "check_target", "validating"]
+__all__ = ["check_pos_weight", "check_probabilities", "check_target", "pos_weight_constant", "validating"]
 
 
 def validating(validate_args: bool) -> bool:
@@ -77,6 +77,18 @@ def check_probabilities(input: Tensor, labels: Sequence[str] | None = None) -> N
     raise ValueError(f"Expected probabilities in [0, 1] with from_logits=False, but `input` {_column(labels, col)} "
                      f"holds {value!r} ({count} such value{'s' if count != 1 else ''}); pass logits with "
                      "from_logits=True")
+
+
+def pos_weight_constant(pos_weight: Tensor | Sequence[float] | None, labels: Sequence[str]) -> Tensor | None:
+    """A module's ``pos_weight`` argument as a float32 ``(C,)`` tensor for its buffer (``None`` stays ``None``),
+    checked once: its shape is ``(len(labels),)`` and every value finite and ``>= 0``."""
+    if pos_weight is None:
+        return None
+    weight = torch.as_tensor(pos_weight, dtype=torch.float32)
+    if weight.shape != (len(labels),):
+        raise ValueError(f"Expected `pos_weight` of shape ({len(labels)},), got {tuple(weight.shape)}")
+    check_pos_weight(weight, labels)
+    return weight
 
 
 def check_pos_weight(pos_weight: Tensor, labels: Sequence[str] | None = None) -> None:

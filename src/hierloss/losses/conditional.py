@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from hierloss._autocast import autocast_disabled
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_loss
-from hierloss._validation import check_pos_weight, check_target, validating
+from hierloss._validation import check_pos_weight, check_target, pos_weight_constant, validating
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses._elementwise import check_pair
 
@@ -147,12 +147,7 @@ class ConditionalBCELoss(nn.Module):
         if not isinstance(hierarchy, Hierarchy):
             raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
         self.reduction = check_reduction(reduction)
-        if pos_weight is not None:
-            pos_weight = torch.as_tensor(pos_weight, dtype=torch.float32)
-            if pos_weight.shape != (hierarchy.num_labels,):
-                raise ValueError(f"Expected `pos_weight` of shape ({hierarchy.num_labels},), got "
-                                 f"{tuple(pos_weight.shape)}")
-            check_pos_weight(pos_weight, hierarchy.labels)
+        pos_weight = pos_weight_constant(pos_weight, hierarchy.labels)
         self.hierarchy = hierarchy
         edge_index = hierarchy.edge_index
         self.register_buffer("edge_index", edge_index, persistent=False)  # derived from the hierarchy

@@ -26,7 +26,7 @@ from torch import Tensor
 from hierloss._autocast import autocast_disabled
 from hierloss._penalty_forms import DEFAULT_MODE, DEFAULT_TEMPERATURE
 from hierloss._reduction import check_reduction, reduce_loss
-from hierloss._validation import check_pos_weight, check_probabilities, check_target, validating
+from hierloss._validation import check_pos_weight, check_probabilities, check_target, pos_weight_constant, validating
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses import _hbce_backend
 from hierloss.losses._edges import EdgeModule, check_penalty_args, resolve_edges, resolve_scale
@@ -213,12 +213,7 @@ class HBCELoss(EdgeModule):
     ) -> None:
         form, effective_edge_reduction = check_penalty_args(mode, threshold, temperature, edge_reduction)
         check_reduction(reduction)
-        if pos_weight is not None:
-            pos_weight = torch.as_tensor(pos_weight, dtype=torch.float32)
-            if pos_weight.shape != (hierarchy.num_labels,):
-                raise ValueError(f"Expected `pos_weight` of shape ({hierarchy.num_labels},), got "
-                                 f"{tuple(pos_weight.shape)}")
-            check_pos_weight(pos_weight, hierarchy.labels)
+        pos_weight = pos_weight_constant(pos_weight, hierarchy.labels)
         super().__init__(hierarchy, edge_weight, closure)
         self.register_buffer("pos_weight", pos_weight)
         # The fused kernel's edge plan, derived from edge_index (not in the state dict)

@@ -20,10 +20,12 @@ from torch import Tensor, nn
 from hierloss.cli._training import (
     DEFAULT_LOSSES,
     LOSSES,
+    ConditionalThenMarginal,
     Result,
     TrainConfig,
     TrainedModel,
     _Progress,
+    _start_epoch,
     _training_tensors,
     build_criterion,
     build_mlp,
@@ -161,16 +163,20 @@ def train_stacked(runs: Sequence[tuple[str, int]], X: Any, Y: Any, hierarchy: Hi
         cuda_graph = device.type == "cuda"
     if cuda_graph and device.type != "cuda":
         raise ValueError(f"`cuda_graph=True` needs a CUDA device, got device {config.device!r}")
-    features, target = _training_tensors(X, Y, hierarchy, device)
+    features, target = _training_tensors(X, Y, hierarchy, device)  # checks Y's values once
     num_samples, num_labels = target.shape
 
-    # Networks ordered by loss, so each criterion sees one contiguous slice of the stack.
+    # Networks ordered by loss, so each criterion sees one contiguous slice of the stack. The criteria skip the
+    # per-call value checks (validate_args=False): they read values back, which a CUDA graph cannot capture.
     order = sorted(range(len(runs)), key=lambda i: (list(LOSSES).index(runs[i][0]), runs[i][1]))
     stacked = [runs[i] for i in order]
     groups: list[tuple[nn.Module, int, int]] = []
     for loss in dict.fromkeys(loss for loss, _ in stacked):
         members = [i for i, run in enumerate(stacked) if run[0] == loss]
-        groups.append((build_criterion(loss, hierarchy).to(device), members[0], members[-1] + 1))
+        criterion = build_criterion(loss, hierarchy, validate_args=False).to(device)
+        if isinstance(criterion, ConditionalThenMarginal):
+            criterion.branch_free = cuda_graph  # the captured step must hold both stages
+        groups.append((criterion, members[0], members[-1] + 1))
     mlps = []
     for _, seed in stacked:
         torch.manual_seed(seed)
@@ -186,12 +192,12 @@ def train_stacked(runs: Sequence[tuple[str, int]], X: Any, Y: Any, hierarchy: Hi
     def step_loss(idx: Tensor) -> Tensor:
         # Each criterion averages over its networks' samples; times the count = the sum of the networks' losses.
         # ConditionalBCELoss averages over the terms it keeps, which differ between networks' batches: one call per
-        # network, so each is trained on its own mean as by train().
+        # network (for conditional-ft's criterion too), so each is trained on its own mean as by train().
         logits = model(features[idx])
         batch = target[idx]
         total = torch.zeros((), device=device)
         for criterion, lo, hi in groups:
-            if isinstance(criterion, ConditionalBCELoss):
+            if isinstance(criterion, (ConditionalBCELoss, ConditionalThenMarginal)):
                 for k in range(lo, hi):
                     total = total + criterion(logits[k], batch[k])
             else:
@@ -232,7 +238,9 @@ def train_stacked(runs: Sequence[tuple[str, int]], X: Any, Y: Any, hierarchy: Hi
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    for _ in range(config.epochs):
+    for epoch in range(config.epochs):
+        for criterion, _, _ in groups:
+            _start_epoch(criterion, epoch, config.epochs)  # conditional-ft: an in-place switch the graph replays
         perms = torch.stack([torch.randperm(num_samples, generator=generators[seed]) for seed in seeds])
         rows = perms.index_select(0, rows_of).to(device)
         total = torch.zeros((), device=device)

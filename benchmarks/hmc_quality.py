@@ -12,10 +12,12 @@ train + valid only (C-HMCNN imputes each split, test included, with that split's
 ``BCEWithLogitsLoss`` on logits rather than ``BCELoss`` on sigmoid outputs (the same loss, numerically safer).
 
 Each training loss (``--losses``: bce, hbce, hbce-hard, mcloss; also hbce-hinge, the probability hinge at λ = 1
-that was the default before ``'logit_hinge'``, and conditional, ``ConditionalBCELoss``) is trained once per seed;
+that was the default before ``'logit_hinge'``; conditional, ``ConditionalBCELoss``; and conditional-ft, conditional
+training whose last fifth of the epochs fine-tunes on the chain rule's marginals, ``ChainRuleBCELoss``) is trained
+once per seed;
 every model is scored on its raw outputs and again after ``hierloss.metrics.coherent`` (so ``bce`` yields the rows
 "BCE" and "BCE + coherent"), except the two coherent by construction: MCLoss is scored on C-HMCNN's inference
-output (``MaxConstraint``), conditional training on the chain rule's marginals (``ChainRule``).
+output (``MaxConstraint``), conditional training (either form) on the chain rule's marginals (``ChainRule``).
 
 Results are appended as JSON lines to ``--out`` (runs already there are skipped), so the table can be built up
 over several runs and machines; ``--table`` prints the markdown table of everything in ``--out``::
@@ -85,7 +87,8 @@ PUBLISHED: dict[str, tuple[float, float]] = {
 }
 
 ROW_ORDER = ["BCE", "BCE + coherent", "HBCE", "HBCE + coherent", "HBCE hinge λ=1", "HBCE hinge λ=1 + coherent",
-             "HBCE hard", "HBCE hard + coherent", "MCLoss", "Conditional (chain rule)"]
+             "HBCE hard", "HBCE hard + coherent", "MCLoss", "Conditional (chain rule)",
+             "Conditional + fine-tuning (chain rule)"]
 #: What ``--by-seed`` compares a method with.
 BASELINES = ("BCE + coherent", "MCLoss")
 

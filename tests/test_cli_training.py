@@ -74,7 +74,11 @@ def test_unknown_loss_and_bad_shapes(data) -> None:  # type: ignore[no-untyped-d
         compare_losses(data.X, data.Y, data.X, data.Y, data.hierarchy, losses=["bce", "nope"], config=CONFIG)
     with pytest.raises(ValueError, match="shape"):
         train("bce", data.X, data.Y[:, :-1], data.hierarchy, CONFIG)
-    assert set(LOSSES) == {"bce", "hbce", "hbce-hard", "mcloss", "hbce-hinge", "conditional"}
+    bad = data.Y.astype(np.float32)
+    bad[3, 2] = 2.0
+    with pytest.raises(ValueError, match=rf"column 2 \({data.hierarchy.labels[2]!r}\) holds 2\.0"):
+        train("bce", data.X, bad, data.hierarchy, CONFIG)
+    assert set(LOSSES) == {"bce", "hbce", "hbce-hard", "mcloss", "hbce-hinge", "conditional", "conditional-ft"}
     assert DEFAULT_LOSSES == ("bce", "hbce", "hbce-hard", "mcloss")
 
 
@@ -110,3 +114,78 @@ def test_conditional_training_predicts_through_the_chain_rule(data) -> None:  # 
                                                      ("Conditional (chain rule)", "chain-rule")]
     assert results[-1].violation_05 == 0 and results[-1].violation_any == 0
     assert results[-1].auprc == pytest.approx(evaluate(expected, data.Y[300:], h)["auprc"])
+
+
+@pytest.mark.parametrize(("epochs", "expected"), [(1, 0), (2, 1), (5, 1), (10, 2), (67, 13), (106, 21), (123, 25)])
+def test_fine_tune_epochs_is_the_last_fifth(epochs: int, expected: int) -> None:
+    """conditional-ft fine-tunes round(epochs / 5) epochs, at least one, after at least one conditional epoch."""
+    from hierloss.cli._losses import fine_tune_epochs
+
+    assert fine_tune_epochs(epochs) == expected
+
+
+def test_conditional_then_marginal_switches_stage_alike_with_or_without_branches(data) -> None:  # type: ignore[no-untyped-def]
+    """The two-stage criterion is ConditionalBCELoss, then after fine_tune() ChainRuleBCELoss; its branch-free form
+    (for CUDA graphs) gives the same values and gradients in both stages."""
+    import torch
+
+    from hierloss import ChainRuleBCELoss, ConditionalBCELoss
+    from hierloss.cli._training import ConditionalThenMarginal
+
+    h = data.hierarchy
+    x = torch.randn(16, h.num_labels, requires_grad=True)
+    y = torch.as_tensor(data.Y[:16], dtype=torch.float32)
+    branched, branch_free = ConditionalThenMarginal(h), ConditionalThenMarginal(h, branch_free=True)
+    for stage, want in ((False, ConditionalBCELoss(h)), (True, ChainRuleBCELoss(h))):
+        expected = want(x, y)
+        (g_want,) = torch.autograd.grad(expected, x)
+        for crit in (branched, branch_free):
+            crit.fine_tune(stage)
+            got = crit(x, y)
+            (g_got,) = torch.autograd.grad(got, x)
+            torch.testing.assert_close(got, expected)
+            torch.testing.assert_close(g_got, g_want)
+
+
+def test_conditional_ft_trains_two_stages_and_predicts_through_the_chain_rule(data) -> None:  # type: ignore[no-untyped-def]
+    """'conditional-ft' gives the weights of a plain loop that trains with ConditionalBCELoss, then with
+    ChainRuleBCELoss for the last fine_tune_epochs epochs (same seed, batches and optimiser); it is scored once on
+    the chain rule's marginals, with the number of fine-tuning epochs in the row."""
+    import dataclasses
+
+    import torch
+
+    from hierloss import ChainRuleBCELoss, ConditionalBCELoss
+    from hierloss.cli._training import ConditionalThenMarginal, build_mlp
+    from hierloss.functional import chain_rule_probs
+
+    h = data.hierarchy
+    config = dataclasses.replace(CONFIG, dropout=0.0, epochs=5)
+    assert isinstance(build_criterion("conditional-ft", h), ConditionalThenMarginal)
+    X = torch.as_tensor(data.X[:300], dtype=torch.float32)
+    Y = torch.as_tensor(data.Y[:300], dtype=torch.float32)
+    torch.manual_seed(config.seed)
+    model = build_mlp(X.shape[1], h.num_labels, config.hidden, config.num_layers, config.dropout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    order = torch.Generator().manual_seed(config.seed)
+    for epoch in range(config.epochs):
+        criterion = ConditionalBCELoss(h) if epoch < 4 else ChainRuleBCELoss(h)  # 5 epochs: the last one fine-tunes
+        for idx in torch.split(torch.randperm(300, generator=order), config.batch_size):
+            optimizer.zero_grad()
+            criterion(model(X[idx]), Y[idx]).backward()
+            optimizer.step()
+    trained = train("conditional-ft", data.X[:300], data.Y[:300], h, config)
+    for got, want in zip(trained.model.state_dict().values(), model.state_dict().values(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    plain = train("conditional", data.X[:300], data.Y[:300], h, config)
+    gap = max((a - b).abs().max().item() for a, b in zip(plain.model.state_dict().values(),
+                                                         trained.model.state_dict().values(), strict=True))
+    assert gap > 1e-4  # the fine-tuning epoch changed the model
+    model.eval()
+    with torch.no_grad():
+        expected = chain_rule_probs(model(torch.as_tensor(data.X[300:], dtype=torch.float32)), h)
+    torch.testing.assert_close(trained.predict(data.X[300:]), expected, rtol=1e-4, atol=1e-5)
+    results = compare_losses(data.X[:300], data.Y[:300], data.X[300:], data.Y[300:], h, losses=["conditional-ft"],
+                             config=config)
+    assert [(r.name, r.output) for r in results] == [("Conditional + fine-tuning (chain rule)", "chain-rule")]
+    assert results[0].violation_any == 0 and results[0].to_dict()["fine_tune_epochs"] == 1

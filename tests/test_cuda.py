@@ -45,6 +45,8 @@ LOSSES: dict[str, Callable[[], nn.Module]] = {
     "zlpr": lambda: hierloss.ZLPRLoss(validate_args=False),
     "msml": lambda: hierloss.MultiLabelSoftmaxLoss(validate_args=False),
     "mcloss": lambda: hierloss.MCLoss(H, validate_args=False),
+    "conditional": lambda: hierloss.ConditionalBCELoss(H, validate_args=False),
+    "chain-rule-bce": lambda: hierloss.ChainRuleBCELoss(H, validate_args=False),
 }
 
 
@@ -173,7 +175,7 @@ def test_cuda_graph_stacked_training_matches_eager_and_cpu() -> None:
 
     data = make_hierarchical_classification(203, 10, depth=3, branching=2, dag=True, random_state=0)
     config = TrainConfig(hidden=32, dropout=0.0, lr=1e-3, batch_size=4, epochs=2, device="cuda")
-    runs = [("bce", 0), ("hbce", 1), ("hbce-hard", 0), ("mcloss", 1)]
+    runs = [("bce", 0), ("hbce", 1), ("hbce-hard", 0), ("mcloss", 1), ("conditional", 0), ("conditional-ft", 1)]
     graph = train_stacked(runs, data.X, data.Y, data.hierarchy, config, cuda_graph=True)
     eager = train_stacked(runs, data.X, data.Y, data.hierarchy, config, cuda_graph=False)
     cpu = train_stacked(runs, data.X, data.Y, data.hierarchy, dataclasses.replace(config, device="cpu"))

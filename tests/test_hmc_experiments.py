@@ -28,11 +28,12 @@ def _max_gap(a: torch.nn.Module, b: torch.nn.Module) -> float:
 
 def test_stacked_training_equals_training_each_network_alone(data) -> None:  # type: ignore[no-untyped-def]
     """Without dropout, the stack trains every (loss, seed) network to the weights `train` gives it alone (same
-    initial weights, same batches, its own loss), including a last smaller batch (203 = 50 * 4 + 3)."""
+    initial weights, same batches, its own loss; conditional-ft's second epoch fine-tunes), including a last smaller
+    batch (203 = 50 * 4 + 3)."""
     config = TrainConfig(hidden=32, dropout=0.0, lr=1e-3, batch_size=4, epochs=2)
     X, Y = data.X[:203], data.Y[:203]
     runs = [("mcloss", 1), ("bce", 0), ("hbce", 1), ("hbce-hard", 0), ("bce", 1), ("conditional", 0),
-            ("conditional", 1)]
+            ("conditional", 1), ("conditional-ft", 0), ("conditional-ft", 1)]
     stacked = train_stacked(runs, X, Y, data.hierarchy, config)
     assert [(m.loss, m.epochs) for m in stacked] == [(loss, 2) for loss, _ in runs]
     one_epoch = train("bce", X, Y, data.hierarchy, dataclasses.replace(config, seed=0, epochs=1))

@@ -24,6 +24,8 @@ from torch import Tensor, nn
 
 from hierloss import (
     AsymmetricLoss,
+    ChainRuleBCELoss,
+    ConditionalBCELoss,
     FocalLoss,
     HBCELoss,
     Hierarchy,
@@ -48,6 +50,8 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "zlpr": ZLPRLoss,
     "msml": MultiLabelSoftmaxLoss,
     "mcloss": lambda **kw: MCLoss(H, **kw),
+    "conditional": lambda **kw: ConditionalBCELoss(H, **kw),
+    "chain-rule-bce": lambda **kw: ChainRuleBCELoss(H, **kw),
 }
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -151,8 +155,9 @@ def test_probabilities_and_penalty_inputs_are_checked() -> None:
 @pytest.mark.parametrize("value", [-1.0, math.nan, math.inf])
 def test_bad_constructor_arguments_are_refused(value: float) -> None:
     """Negative, NaN and infinite hyper-parameters are refused when the module is built, naming the argument."""
-    with pytest.raises(ValueError, match="pos_weight"):
-        HBCELoss(H, pos_weight=torch.tensor([1.0] * (C - 1) + [value]))
+    for cls in (HBCELoss, ConditionalBCELoss, ChainRuleBCELoss):
+        with pytest.raises(ValueError, match="pos_weight"):
+            cls(H, pos_weight=torch.tensor([1.0] * (C - 1) + [value]))
     with pytest.raises(ValueError, match="scale"):
         HBCELoss(H, scale=value)
     with pytest.raises(ValueError, match="temperature"):

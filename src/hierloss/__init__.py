@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from hierloss.layers import ChainRule, LabelGraphRefinement, MaxConstraint
     from hierloss.losses import (
         AsymmetricLoss,
+        ChainRuleBCELoss,
         ConditionalBCELoss,
         FocalLoss,
         HBCELoss,
@@ -31,8 +32,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 _NAMES: dict[str, str] = {
     "Hierarchy": "hierloss.hierarchy",
     **{name: "hierloss.layers" for name in ("ChainRule", "LabelGraphRefinement", "MaxConstraint")},
-    **{name: "hierloss.losses" for name in ("AsymmetricLoss", "ConditionalBCELoss", "FocalLoss", "HBCELoss",
-                                            "HierarchyPenalty", "MCLoss", "MultiLabelSoftmaxLoss", "ZLPRLoss")},
+    **{name: "hierloss.losses" for name in ("AsymmetricLoss", "ChainRuleBCELoss", "ConditionalBCELoss", "FocalLoss",
+                                            "HBCELoss", "HierarchyPenalty", "MCLoss", "MultiLabelSoftmaxLoss",
+                                            "ZLPRLoss")},
 }
 #: Submodules reachable as attributes (``hierloss.metrics.coherent``), imported on first use.
 _SUBMODULES = ("datasets", "edge_weights", "functional", "layers", "losses", "metrics", "propagation")
@@ -55,6 +57,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AsymmetricLoss",
     "ChainRule",
+    "ChainRuleBCELoss",
     "ConditionalBCELoss",
     "FocalLoss",
     "HBCELoss",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from hierloss.layers.chain_rule import chain_rule_probs
 from hierloss.layers.label_graph import label_graph_refinement
 from hierloss.losses.asymmetric import asymmetric_loss
-from hierloss.losses.conditional import conditional_bce_loss
+from hierloss.losses.conditional import chain_rule_bce_loss, conditional_bce_loss
 from hierloss.losses.focal import focal_loss
 from hierloss.losses.hbce import hbce_loss
 from hierloss.losses.hierarchy_penalty import hierarchy_penalty
@@ -25,6 +25,7 @@ from hierloss.propagation import max_over_descendants, min_over_ancestors
 
 __all__ = [
     "asymmetric_loss",
+    "chain_rule_bce_loss",
     "chain_rule_probs",
     "conditional_bce_loss",
     "focal_loss",

@@ -20,12 +20,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hierloss.cli._losses import COHERENT_BY_CONSTRUCTION, DEFAULT_LOSSES, LOSSES, ZERO_GRADIENT_PENALTY
+from hierloss.cli._losses import (
+    COHERENT_BY_CONSTRUCTION,
+    DEFAULT_LOSSES,
+    LOSSES,
+    ZERO_GRADIENT_PENALTY,
+    fine_tune_epochs,
+)
 from hierloss.hierarchy import Hierarchy
 
 __all__ = [
     "DEFAULT_LOSSES",
     "LOSSES",
+    "ConditionalThenMarginal",
     "Result",
     "TrainConfig",
     "TrainedModel",
@@ -96,34 +103,80 @@ def build_mlp(in_features: int, out_features: int, hidden: int = 500, num_layers
     return nn.Sequential(*layers)
 
 
-def build_criterion(loss: str, hierarchy: Hierarchy) -> nn.Module:
+def build_criterion(loss: str, hierarchy: Hierarchy, validate_args: bool = True) -> nn.Module:
     """The training criterion named ``loss`` (a key of :data:`LOSSES`), called as ``criterion(logits, target)``.
 
     ``'bce'``: ``nn.BCEWithLogitsLoss``; ``'hbce'``: ``HBCELoss(hierarchy)`` (default mode); ``'hbce-hard'``:
     ``HBCELoss(hierarchy, mode='hard')`` (the reference's penalty); ``'mcloss'``: ``MCLoss(hierarchy)``;
     ``'hbce-hinge'``: ``HBCELoss(hierarchy, mode='hinge', scale=1.0)`` (the probability hinge, hierloss's default
     before 0.1's ``'logit_hinge'``); ``'conditional'``: ``ConditionalBCELoss(hierarchy)`` (conditional training:
-    its model predicts through the chain rule).
+    its model predicts through the chain rule); ``'conditional-ft'``: :class:`ConditionalThenMarginal` (conditional
+    training, then fine-tuning on the chain rule's marginals for the last :func:`fine_tune_epochs` epochs).
+
+    ``validate_args`` is passed to hierloss's losses (``False``: no value checks, no host read in ``forward``).
     """
     from hierloss.losses import HBCELoss
 
     if loss == "bce":
         return nn.BCEWithLogitsLoss()
     if loss == "hbce":
-        return HBCELoss(hierarchy)
+        return HBCELoss(hierarchy, validate_args=validate_args)
     if loss == "hbce-hard":
-        return HBCELoss(hierarchy, mode="hard")
+        return HBCELoss(hierarchy, mode="hard", validate_args=validate_args)
     if loss == "hbce-hinge":
-        return HBCELoss(hierarchy, mode="hinge", scale=1.0)
+        return HBCELoss(hierarchy, mode="hinge", scale=1.0, validate_args=validate_args)
     if loss == "mcloss":
         from hierloss.losses import MCLoss
 
-        return MCLoss(hierarchy)
+        return MCLoss(hierarchy, validate_args=validate_args)
     if loss == "conditional":
         from hierloss.losses import ConditionalBCELoss
 
-        return ConditionalBCELoss(hierarchy)
+        return ConditionalBCELoss(hierarchy, validate_args=validate_args)
+    if loss == "conditional-ft":
+        return ConditionalThenMarginal(hierarchy, validate_args=validate_args)
     raise ValueError(f"unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
+
+
+class ConditionalThenMarginal(nn.Module):
+    """The criterion of ``'conditional-ft'``: ``ConditionalBCELoss`` until :meth:`fine_tune` is called, then
+    ``ChainRuleBCELoss`` on the same logits (Chen et al.'s two stages).
+
+    ``branch_free=True`` is for a step captured as a CUDA graph in the first stage and replayed in the second: both
+    losses are computed and weighed by a 0/1 buffer that :meth:`fine_tune` sets in place (no host synchronisation).
+    Otherwise only the current stage's loss is computed.
+    """
+
+    stage: Tensor
+
+    def __init__(self, hierarchy: Hierarchy, validate_args: bool = True, branch_free: bool = False) -> None:
+        super().__init__()
+        from hierloss.losses import ChainRuleBCELoss, ConditionalBCELoss
+
+        self.conditional = ConditionalBCELoss(hierarchy, validate_args=validate_args)
+        self.marginal = ChainRuleBCELoss(hierarchy, validate_args=validate_args)
+        self.branch_free = branch_free
+        self.fine_tuning = False
+        self.register_buffer("stage", torch.zeros(()))
+
+    def fine_tune(self, on: bool = True) -> None:
+        """Switch to the fine-tuning stage (``on=False``: back to conditional training)."""
+        self.fine_tuning = on
+        self.stage.fill_(float(on))
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        out: Tensor
+        if self.branch_free:
+            out = torch.lerp(self.conditional(input, target), self.marginal(input, target), self.stage)
+        else:
+            out = self.marginal(input, target) if self.fine_tuning else self.conditional(input, target)
+        return out
+
+
+def _start_epoch(criterion: nn.Module, epoch: int, epochs: int) -> None:
+    """Move a :class:`ConditionalThenMarginal` to its fine-tuning stage at epoch ``epochs - fine_tune_epochs``."""
+    if isinstance(criterion, ConditionalThenMarginal):
+        criterion.fine_tune(epoch >= epochs - fine_tune_epochs(epochs))
 
 
 class _Progress:
@@ -170,7 +223,7 @@ class TrainedModel:
     @torch.no_grad()
     def predict(self, X: Any, batch_size: int = 4096) -> Tensor:
         """Test-time probabilities ``(N, C)`` on the CPU: sigmoid outputs; through ``MaxConstraint`` for MCLoss; the
-        chain rule's marginals (``ChainRule`` on the logits) for conditional training."""
+        chain rule's marginals (``ChainRule`` on the logits) for conditional training (with or without fine-tuning)."""
         self.model.eval()
         device = next(self.model.parameters()).device
         features = torch.as_tensor(np.asarray(X, dtype=np.float32))
@@ -180,7 +233,7 @@ class TrainedModel:
 
             constraint = MaxConstraint(self.hierarchy).to(device)
             head = lambda logits: constraint(torch.sigmoid(logits))  # noqa: E731
-        elif self.loss == "conditional":
+        elif COHERENT_BY_CONSTRUCTION.get(self.loss) == "chain-rule":
             from hierloss.layers import ChainRule
 
             head = ChainRule(self.hierarchy).to(device)
@@ -191,12 +244,16 @@ class TrainedModel:
 
 
 def _training_tensors(X: Any, Y: Any, hierarchy: Hierarchy, device: torch.device) -> tuple[Tensor, Tensor]:
-    """``X`` and ``Y`` as float32 tensors on ``device``, ``Y`` checked to be ``(N, hierarchy.num_labels)``."""
+    """``X`` and ``Y`` as float32 tensors on ``device``, ``Y`` checked once: shape ``(N, hierarchy.num_labels)``,
+    values in ``[0, 1]`` (so a training loop may build its losses with ``validate_args=False``)."""
+    from hierloss._validation import check_target
+
     features = torch.as_tensor(np.asarray(X, dtype=np.float32)).to(device)
     target = torch.as_tensor(np.asarray(Y, dtype=np.float32)).to(device)
     if target.shape != (features.shape[0], hierarchy.num_labels):
         raise ValueError(f"Expected `Y` of shape ({features.shape[0]}, {hierarchy.num_labels}), got "
                          f"{tuple(target.shape)}")
+    check_target(target, labels=hierarchy.labels)
     return features, target
 
 
@@ -232,7 +289,8 @@ def train(loss: str, X: Any, Y: Any, hierarchy: Hierarchy, config: TrainConfig =
         torch.cuda.synchronize(device)
     start = time.perf_counter()
     model.train()
-    for _ in range(config.epochs):
+    for epoch in range(config.epochs):
+        _start_epoch(criterion, epoch, config.epochs)
         total = torch.zeros((), device=device)
         batches = torch.split(torch.randperm(features.shape[0], generator=order).to(device), config.batch_size)
         for idx in batches:
@@ -325,12 +383,13 @@ def score(trained: TrainedModel, X_test: Any, Y_test: Any, with_coherent: bool =
     outputs = [(COHERENT_BY_CONSTRUCTION.get(trained.loss, "raw"), probs)]
     if with_coherent and trained.loss not in COHERENT_BY_CONSTRUCTION:
         outputs.append(("coherent", coherent(probs, hierarchy, "max")))
+    extra = {"fine_tune_epochs": fine_tune_epochs(trained.epochs)} if trained.loss == "conditional-ft" else {}
     results = []
     for output, p in outputs:
         scores = evaluate(p, Y_test, hierarchy, skipped_labels)
         result = Result(loss=trained.loss, output=output, auprc=scores["auprc"], auroc=scores["auroc"],
                         violation_05=scores["violation_05"], violation_any=scores["violation_any"],
-                        hf1=scores["hf1"], train_s=trained.seconds, epochs=trained.epochs)
+                        hf1=scores["hf1"], train_s=trained.seconds, epochs=trained.epochs, extra=extra)
         results.append(result)
         if on_result is not None:
             on_result(result)

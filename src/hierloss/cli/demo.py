@@ -27,7 +27,8 @@ redistributed with C-HMCNN. The model then trains on train + valid and is scored
 Every model except MCLoss's is scored twice: on its raw sigmoid outputs, and after hierloss.metrics.coherent
 (each label's score becomes the max over itself and its descendants), which removes every violation at inference.
 MCLoss predicts through C-HMCNN's max-constraint module, so its output is already coherent; so does conditional
-training (--losses conditional: ConditionalBCELoss, predictions through the chain rule).
+training (--losses conditional: ConditionalBCELoss, predictions through the chain rule; conditional-ft: the same,
+with the last fifth of the epochs fine-tuning on the chain rule's marginals with ChainRuleBCELoss).
 
 Training runs on one CPU thread unless --threads says otherwise: this small model runs no faster on more, and
 several times slower when other programs keep the cores busy. The last line says how long the demo took."""

@@ -17,6 +17,7 @@ the propagation kernel does: ``O(N·E)`` work, no host synchronisation, differen
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from hierloss.hierarchy import Hierarchy
@@ -70,6 +71,30 @@ def _chain_rule(input: Tensor, plan: PropagationPlan) -> Tensor:
         candidates = out.index_select(-1, parents) * conditional.index_select(-1, children)
         out = out.scatter_reduce(-1, children.expand(*lead, size), candidates, reduce="amin", include_self=False)
     return out
+
+
+def _log_chain_rule(input: Tensor, plan: PropagationPlan) -> tuple[Tensor, Tensor]:
+    """``(log P(c), log(1 − P(c)))`` of the chain rule's marginals, both computed in log space.
+
+    With ``m`` the smallest parent marginal, ``P(c) = σ(z)·m`` and ``1 − P(c) = σ(−z) + σ(z)·(1 − m)``, so per edge
+    ``log P = log m + logσ(z)`` and ``log(1 − P) = logaddexp(logσ(−z), logσ(z) + log(1 − m))``; the child keeps the
+    edge with the smallest ``P``, which is the one with the largest ``1 − P``. Neither needs a clamp: both stay
+    finite (and so do their gradients) where ``P(c)`` rounds to 0 or 1.
+    """
+    log_cond, log_not = F.logsigmoid(input), F.logsigmoid(-input)
+    log_p, log_q = log_cond, log_not
+    lead = input.shape[:-1]
+    start = 0
+    for size in plan.sizes:
+        parents, children = plan.source[start:start + size], plan.target[start:start + size]
+        start += size
+        index = children.expand(*lead, size)
+        child_cond = log_cond.index_select(-1, children)
+        candidates_p = log_p.index_select(-1, parents) + child_cond
+        candidates_q = torch.logaddexp(log_not.index_select(-1, children), child_cond + log_q.index_select(-1, parents))
+        log_p = log_p.scatter_reduce(-1, index, candidates_p, reduce="amin", include_self=False)
+        log_q = log_q.scatter_reduce(-1, index, candidates_q, reduce="amax", include_self=False)
+    return log_p, log_q
 
 
 class ChainRule(PlanModule):

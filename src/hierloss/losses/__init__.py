@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from hierloss.losses._hbce_backend import hbce_backend
 from hierloss.losses.asymmetric import AsymmetricLoss, asymmetric_loss
-from hierloss.losses.conditional import ConditionalBCELoss, conditional_bce_loss
+from hierloss.losses.conditional import ChainRuleBCELoss, ConditionalBCELoss, chain_rule_bce_loss, conditional_bce_loss
 from hierloss.losses.focal import FocalLoss, focal_loss
 from hierloss.losses.hbce import HBCELoss, hbce_loss
 from hierloss.losses.hierarchy_penalty import HierarchyPenalty, hierarchy_penalty
@@ -18,6 +18,7 @@ from hierloss.losses.zlpr import ZLPRLoss, zlpr_loss
 
 __all__ = [
     "AsymmetricLoss",
+    "ChainRuleBCELoss",
     "ConditionalBCELoss",
     "FocalLoss",
     "HBCELoss",
@@ -26,6 +27,7 @@ __all__ = [
     "MultiLabelSoftmaxLoss",
     "ZLPRLoss",
     "asymmetric_loss",
+    "chain_rule_bce_loss",
     "conditional_bce_loss",
     "focal_loss",
     "hbce_backend",

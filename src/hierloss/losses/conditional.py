@@ -9,6 +9,10 @@ Chen et al., "Deep hierarchical multi-label classification of chest X-ray images
 
 and at inference the marginal is the chain rule, :func:`hierloss.functional.chain_rule_probs` (the layer
 :class:`~hierloss.layers.ChainRule`): coherent by construction.
+
+Chen et al. follow this stage with fine-tuning on every sample: BCE of the chain rule's *marginals* against the
+targets, :func:`chain_rule_bce_loss` / :class:`ChainRuleBCELoss` (the same head and the same ``ChainRule``
+prediction; only the loss changes).
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_pos_weight, check_target, pos_weight_constant, validating
 from hierloss.hierarchy import Hierarchy
+from hierloss.layers._plan_module import PlanModule
+from hierloss.layers.chain_rule import _log_chain_rule
 from hierloss.losses._elementwise import check_pair
+from hierloss.propagation import PropagationPlan
 
-__all__ = ["ConditionalBCELoss", "conditional_bce_loss"]
+__all__ = ["ChainRuleBCELoss", "ConditionalBCELoss", "chain_rule_bce_loss", "conditional_bce_loss"]
 
 
 def conditional_bce_loss(
@@ -166,3 +173,133 @@ class ConditionalBCELoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_labels={self.hierarchy.num_labels}, num_edges={self.hierarchy.num_edges}, "
                 f"reduction={self.reduction!r}")
+
+
+def chain_rule_bce_loss(
+    input: Tensor,
+    target: Tensor,
+    hierarchy: Hierarchy,
+    reduction: str = "mean",
+    pos_weight: Tensor | None = None,
+    ignore_index: float | None = None,
+    validate_args: bool = True,
+) -> Tensor:
+    """BCE of the chain rule's marginals against the targets, on every sample: the fine-tuning stage of
+    conditional training.
+
+    ``P = chain_rule_probs(input, hierarchy)`` (:func:`~hierloss.functional.chain_rule_probs`: on a tree the product
+    of the conditionals along the path, on a DAG the conditional times the smallest parent marginal) and::
+
+        loss_nc = −[pos_weight_c · y_nc · log P_nc + (1 − y_nc) · log(1 − P_nc)]
+
+    computed in log space (``log P`` and ``log(1 − P)`` are carried level by level with ``logsigmoid`` and
+    ``logaddexp``), so it is finite with finite gradients however small or close to 1 a marginal gets; no clamp.
+    Without edges it is :func:`torch.nn.functional.binary_cross_entropy_with_logits`. Unlike
+    :func:`conditional_bce_loss`, no term is dropped for a negative parent: a label's marginal is trained on every
+    sample, and its gradient reaches its ancestors' logits through the chain rule.
+
+    Args:
+        input: ``(N, C)`` logits of the conditional probabilities ``P(label | parents positive)``, as for
+            :func:`conditional_bce_loss`.
+        target: ``(N, C)`` targets in ``[0, 1]`` (soft targets allowed); NaN and ``ignore_index`` entries are left
+            out (only their own term: the marginal of a child of an unknown parent is still known).
+        hierarchy: the label hierarchy; its level plan is built on every call (:class:`ChainRuleBCELoss` keeps it
+            in buffers).
+        reduction: ``'none'``: the ``(N, C)`` terms, 0 where left out; ``'sum'``; ``'mean'`` over the terms not left
+            out.
+        pos_weight: ``(C,)`` weight of positive examples per label, as in :class:`torch.nn.BCEWithLogitsLoss`.
+        ignore_index: a target value (e.g. ``-1``) to leave out.
+        validate_args: check target values (see :func:`~hierloss.functional.hbce_loss`); ``False`` never
+            synchronises with the device.
+
+    Shape:
+        input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
+
+    Example:
+        >>> import torch
+        >>> from hierloss import Hierarchy
+        >>> h = Hierarchy.from_edges([("a", "b")])
+        >>> logits = torch.tensor([[0.0, 0.0]])          # marginals 0.5 and 0.5 · 0.5
+        >>> chain_rule_bce_loss(logits, torch.tensor([[1.0, 0.0]]), h, reduction="none")  # -log 0.5, -log 0.75
+        tensor([[0.6931, 0.2877]])
+    """
+    if not isinstance(hierarchy, Hierarchy):
+        raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
+    if input.ndim != 2 or input.shape[1] != hierarchy.num_labels:
+        raise ValueError(f"Expected `input` of shape (N, {hierarchy.num_labels}), got {tuple(input.shape)}")
+    return _chain_rule_bce_loss(input, target, PropagationPlan.downward(hierarchy, input.device), reduction,
+                                pos_weight, ignore_index, validate_args, hierarchy.labels)
+
+
+def _chain_rule_bce_loss(input: Tensor, target: Tensor, plan: PropagationPlan, reduction: str,
+                         pos_weight: Tensor | None, ignore_index: float | None, validate_args: bool,
+                         labels: tuple[str, ...] | None) -> Tensor:
+    """:func:`chain_rule_bce_loss` on a downward plan (:class:`ChainRuleBCELoss` passes its buffers)."""
+    check_reduction(reduction)
+    check_pair(input, target)
+    if pos_weight is not None and pos_weight.shape != (input.shape[1],):
+        raise ValueError(f"Expected `pos_weight` of shape ({input.shape[1]},), got {tuple(pos_weight.shape)}")
+    if validating(validate_args):
+        check_target(target, ignore_index, labels)
+        if pos_weight is not None:
+            check_pos_weight(pos_weight, labels)
+    with autocast_disabled(input.device.type):
+        x = input if input.dtype == torch.float64 else input.float()
+        clean, valid = target_mask(target, ignore_index)
+        y = clean.to(x.dtype)
+        log_p, log_q = _log_chain_rule(x, plan)
+        positive = y * log_p if pos_weight is None else y * log_p * pos_weight.to(x.dtype)
+        loss = -(positive + (1 - y) * log_q)
+        if valid is not None:
+            loss = torch.where(valid, loss, 0.0)
+        return reduce_loss(loss, reduction, valid)
+
+
+class ChainRuleBCELoss(PlanModule):
+    """BCE of the chain rule's marginals on every sample (the fine-tuning stage of conditional training);
+    ``loss(logits, target)``.
+
+    Conditional training in two stages (Chen et al., MIDL 2019): train the head with :class:`ConditionalBCELoss`,
+    then fine-tune the same head with this loss, which scores the marginals that ``ChainRule(hierarchy)`` predicts
+    (:class:`~hierloss.layers.ChainRule`) on every sample. See :func:`chain_rule_bce_loss`.
+
+    Args:
+        hierarchy: the label hierarchy; ``C = hierarchy.num_labels``.
+        reduction: ``'mean'`` (over the terms not left out) | ``'sum'`` | ``'none'`` (``(N, C)``).
+        pos_weight: ``(C,)`` positive-class weights (checked: finite, ``>= 0``).
+        ignore_index: a target value to leave out (NaN targets always are).
+        validate_args: check target values in ``forward``; ``False`` never synchronises with the device.
+
+    Shape:
+        input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
+
+    Example:
+        >>> import torch
+        >>> from hierloss import ChainRule, ChainRuleBCELoss, ConditionalBCELoss, Hierarchy
+        >>> h = Hierarchy.from_dict({"Abnormal": ["Cardiac"], "Cardiac": ["Cardiomegaly"]})
+        >>> logits = torch.randn(8, 3, requires_grad=True)
+        >>> target = torch.tensor([[1.0, 1.0, 0.0]]).expand(8, 3)
+        >>> ConditionalBCELoss(h)(logits, target).backward()   # stage 1: conditional training
+        >>> ChainRuleBCELoss(h)(logits, target).backward()     # stage 2: fine-tuning on the marginals
+        >>> probs = ChainRule(h)(logits)                       # predictions, either stage
+    """
+
+    pos_weight: Tensor | None
+
+    def __init__(self, hierarchy: Hierarchy, reduction: str = "mean", pos_weight: Tensor | None = None,
+                 ignore_index: float | None = None, validate_args: bool = True) -> None:
+        super().__init__(hierarchy, direction="down")
+        self.reduction = check_reduction(reduction)
+        self.register_buffer("pos_weight", pos_weight_constant(pos_weight, hierarchy.labels))
+        self.ignore_index = ignore_index
+        self.validate_args = validate_args
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """Loss of ``input`` (``(N, C)`` conditional logits) against ``target`` (``(N, C)``)."""
+        if input.ndim != 2 or input.shape[1] != self.hierarchy.num_labels:
+            raise ValueError(f"Expected `input` of shape (N, {self.hierarchy.num_labels}), got {tuple(input.shape)}")
+        return _chain_rule_bce_loss(input, target, self._plan(), self.reduction, self.pos_weight, self.ignore_index,
+                                    self.validate_args, self.hierarchy.labels)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, reduction={self.reduction!r}"

@@ -26,6 +26,7 @@ over several runs and machines; ``--table`` prints the markdown table of everyth
     python benchmarks/hmc_quality.py --datasets cellcycle_GO --device cuda --epochs 20   # labelled as reduced
     python benchmarks/hmc_quality.py --table
     python benchmarks/hmc_quality.py --by-seed "Conditional (chain rule)" --datasets eisen_FUN   # paired by seed
+    python benchmarks/hmc_quality.py --by-seed "Conditional (chain rule)" "Conditional + fine-tuning (chain rule)"
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ PUBLISHED: dict[str, tuple[float, float]] = {
 ROW_ORDER = ["BCE", "BCE + coherent", "HBCE", "HBCE + coherent", "HBCE hinge λ=1", "HBCE hinge λ=1 + coherent",
              "HBCE hard", "HBCE hard + coherent", "MCLoss", "Conditional (chain rule)",
              "Conditional + fine-tuning (chain rule)"]
-#: What ``--by-seed`` compares a method with.
+#: What ``--by-seed`` compares each method with.
 BASELINES = ("BCE + coherent", "MCLoss")
 
 
@@ -199,32 +200,50 @@ def _name(row: dict[str, Any]) -> str:
                   train_s=0, epochs=0).name
 
 
-def by_seed(rows: list[dict[str, Any]], method: str, baselines: tuple[str, ...] = BASELINES) -> str:
-    """A markdown table pairing ``method`` with each baseline seed by seed (same dataset, seed and epochs: the same
-    initial weights and batches), with the difference in AU(PRC) and hF1 and how many seeds ``method`` wins."""
+def by_seed(rows: list[dict[str, Any]], methods: list[str] | str, baselines: tuple[str, ...] = BASELINES) -> str:
+    """A markdown table pairing each of ``methods`` with each baseline seed by seed (same dataset, seed and epochs: the
+    same initial weights and batches), with the difference in AU(PRC); then, per dataset and overall, the mean
+    difference and on how many seeds the method is higher."""
+    methods = [methods] if isinstance(methods, str) else list(methods)
     index = {(r["dataset"], r["epochs"], r["seed"], _name(r)): r for r in rows}
-    lines = [f"| dataset | epochs | seed | {method}: AU(PRC) / hF1 / violations any | "
-             + " | ".join(f"{b}: AU(PRC) / hF1 | Δ AU(PRC) vs {b}" for b in baselines) + " |",
-             "|---|---|---|---|" + "---|---|" * len(baselines)]
-    wins: dict[tuple[str, int, str], list[float]] = defaultdict(list)
     order = {d: i for i, d in enumerate(PROTOCOL)}
-    mine = sorted((k for k in index if k[3] == method), key=lambda k: (order.get(k[0], 99), -k[1], k[2]))
-    for dataset, epochs, seed, _ in mine:
-        r = index[(dataset, epochs, seed, method)]
-        cells = [f"{r['auprc']:.4f} / {r['hf1']:.4f} / {100 * r['violation_any']:.1f}%"]
-        for b in baselines:
-            other = index.get((dataset, epochs, seed, b))
-            if other is None:
-                cells += ["—", "—"]
+    keys = sorted({k[:3] for k in index if k[3] in methods}, key=lambda k: (order.get(k[0], 99), -k[1], k[2]))
+    header = ["dataset", "epochs", "seed", *(f"{b}: AU(PRC) / hF1" for b in baselines)]
+    for m in methods:
+        header += [f"{m}: AU(PRC) / hF1 / violations any", *(f"Δ vs {b}" for b in baselines)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    deltas: dict[tuple[str, str, int, str], list[float]] = defaultdict(list)
+    for dataset, epochs, seed in keys:
+        base = [index.get((dataset, epochs, seed, b)) for b in baselines]
+        cells = [dataset, str(epochs), str(seed)]
+        cells += ["—" if r is None else f"{r['auprc']:.4f} / {r['hf1']:.4f}" for r in base]
+        for m in methods:
+            r = index.get((dataset, epochs, seed, m))
+            if r is None:
+                cells += ["—"] * (1 + len(baselines))
                 continue
-            delta = r["auprc"] - other["auprc"]
-            wins[(dataset, epochs, b)].append(delta)
-            cells += [f"{other['auprc']:.4f} / {other['hf1']:.4f}", f"{delta:+.4f}"]
-        lines.append(f"| {dataset} | {epochs} | {seed} | " + " | ".join(cells) + " |")
+            cells.append(f"{r['auprc']:.4f} / {r['hf1']:.4f} / {100 * r['violation_any']:.1f}%")
+            for b, other in zip(baselines, base):
+                if other is None:
+                    cells.append("—")
+                    continue
+                delta = r["auprc"] - other["auprc"]
+                deltas[(m, dataset, epochs, b)].append(delta)
+                cells.append(f"{delta:+.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    for (dataset, epochs, b), deltas in sorted(wins.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][2])):
-        lines.append(f"- {dataset} ({epochs} epochs) vs {b}: mean Δ AU(PRC) {statistics.fmean(deltas):+.4f}, "
-                     f"{method} higher on {sum(d > 0 for d in deltas)} of {len(deltas)} seeds")
+    for m in methods:
+        for b in baselines:
+            mine = {k: v for k, v in deltas.items() if k[0] == m and k[3] == b}
+            for (_, dataset, epochs, _), d in sorted(mine.items(), key=lambda kv: order.get(kv[0][1], 99)):
+                lines.append(f"- {m} vs {b}, {dataset} ({epochs} epochs): mean Δ AU(PRC) {statistics.fmean(d):+.4f}, "
+                             f"higher on {sum(x > 0 for x in d)} of {len(d)} seeds")
+            every = [x for d in mine.values() for x in d]
+            if every:
+                above = sum(statistics.fmean(d) > 0 for d in mine.values())
+                lines.append(f"- **{m} vs {b}, all pairs: mean Δ AU(PRC) {statistics.fmean(every):+.4f}, higher on "
+                             f"{sum(x > 0 for x in every)} of {len(every)} seeds; mean Δ above 0 on {above} of "
+                             f"{len(mine)} datasets**")
     return "\n".join(lines)
 
 
@@ -244,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train all of a dataset's runs at once as one stacked model (hierloss.experiments."
                              "train_stacked; CUDA graphs on a GPU)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar per run")
-    parser.add_argument("--by-seed", default=None, metavar="METHOD",
-                        help="only print METHOD (a table row name, e.g. 'Conditional (chain rule)') against "
+    parser.add_argument("--by-seed", nargs="+", default=None, metavar="METHOD",
+                        help="only print each METHOD (a table row name, e.g. 'Conditional (chain rule)') against "
                              f"{' and '.join(BASELINES)}, seed by seed, from --out")
     parser.add_argument("--table", action="store_true",
                         help="only print the markdown table of --out (of the --datasets given, default all)")

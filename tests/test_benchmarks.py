@@ -216,3 +216,34 @@ def test_hmc_quality_appends_rows_skips_done_runs_and_stacks(tmp_path: Path,
     assert hmc_quality.main(["--table", "--out", str(out), "--datasets", "derisi_FUN"]) == 0
     only_other = capsys.readouterr().out
     assert "| dataset | epochs | method |" in only_other and "eisen_FUN" not in only_other
+
+
+def test_hmc_quality_by_seed_pairs_methods_with_each_baseline() -> None:
+    """--by-seed: one line per (dataset, seed) with each method's difference to each baseline of the same seed (a
+    missing baseline or method shows '—'), then per dataset and over all pairs the mean difference and the wins."""
+    import hmc_quality
+
+    def row(dataset: str, seed: int, loss: str, output: str, auprc: float, hf1: float = 0.5) -> dict[str, object]:
+        return {"dataset": dataset, "epochs": 7, "seed": seed, "loss": loss, "output": output, "auprc": auprc,
+                "hf1": hf1, "violation_any": 0.0}
+
+    rows = [row("eisen_FUN", 0, "bce", "coherent", 0.30), row("eisen_FUN", 0, "mcloss", "max-constraint", 0.31),
+            row("eisen_FUN", 0, "conditional", "chain-rule", 0.305),
+            row("eisen_FUN", 1, "bce", "coherent", 0.20), row("eisen_FUN", 1, "mcloss", "max-constraint", 0.25),
+            row("eisen_FUN", 1, "conditional", "chain-rule", 0.21),
+            row("eisen_FUN", 1, "conditional-ft", "chain-rule", 0.26),
+            row("spo_FUN", 0, "conditional", "chain-rule", 0.1),
+            row("spo_FUN", 0, "bce", "raw", 0.9)]  # BCE's raw output is not a baseline
+    text = hmc_quality.by_seed(rows, ["Conditional (chain rule)", "Conditional + fine-tuning (chain rule)"])
+    lines = text.splitlines()
+    assert lines[2] == ("| eisen_FUN | 7 | 0 | 0.3000 / 0.5000 | 0.3100 / 0.5000 | 0.3050 / 0.5000 / 0.0% | "
+                        "+0.0050 | -0.0050 | — | — | — |")
+    assert lines[3] == ("| eisen_FUN | 7 | 1 | 0.2000 / 0.5000 | 0.2500 / 0.5000 | 0.2100 / 0.5000 / 0.0% | "
+                        "+0.0100 | -0.0400 | 0.2600 / 0.5000 / 0.0% | +0.0600 | +0.0100 |")
+    assert lines[4] == "| spo_FUN | 7 | 0 | — | — | 0.1000 / 0.5000 / 0.0% | — | — | — | — | — |"
+    assert ("- Conditional (chain rule) vs BCE + coherent, eisen_FUN (7 epochs): mean Δ AU(PRC) +0.0075, higher on 2 "
+            "of 2 seeds") in lines
+    assert ("- **Conditional (chain rule) vs MCLoss, all pairs: mean Δ AU(PRC) -0.0225, higher on 0 of 2 seeds; "
+            "mean Δ above 0 on 0 of 1 datasets**") in lines
+    assert ("- **Conditional + fine-tuning (chain rule) vs MCLoss, all pairs: mean Δ AU(PRC) +0.0100, higher on 1 of "
+            "1 seeds; mean Δ above 0 on 1 of 1 datasets**") in lines

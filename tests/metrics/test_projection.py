@@ -105,3 +105,16 @@ def test_errors() -> None:
         coherent(torch.zeros(1, 1, 2), h)
     with pytest.raises(TypeError, match="`preds` must be a torch tensor or a NumPy array, got object"):
         coherent(object(), h)
+
+
+def test_nan_scores_are_refused_naming_the_label() -> None:
+    """A NaN score is refused (naming its label and count, for 2-D and 1-D input) instead of spreading to the
+    ancestors; validate_args=False lets it through, as the max over descendants does."""
+    h = Hierarchy.from_dict({"a": ["b"], "b": ["c"]})
+    scores = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, float("nan")]])
+    for method in ("max", "min"):
+        with pytest.raises(ValueError, match=r"`preds` column 2 \('c'\) holds 1 NaN value\(s\); it would spread"):
+            coherent(scores, h, method)
+        with pytest.raises(ValueError, match=r"column 2 \('c'\) holds 1 NaN"):
+            coherent(scores[1].numpy(), h, method)
+    assert torch.isnan(coherent(scores, h, validate_args=False)[1]).all()

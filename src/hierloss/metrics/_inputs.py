@@ -56,8 +56,10 @@ def check_zero_division(zero_division: object) -> None:
                         "(scikit-learn's 'warn' means 0.0 with a warning: pass 0.0)")
 
 
-def check_no_nan(scores: Tensor, name: str, hierarchy: Hierarchy | None = None) -> None:
-    """Raise ``ValueError`` naming the first column of ``(N, C)`` ``scores`` that holds NaN, and how many.
+def check_no_nan(scores: Tensor, name: str, hierarchy: Hierarchy | None = None,
+                 why: str = "a metric needs a number for every score (scikit-learn refuses NaN too)") -> None:
+    """Raise ``ValueError`` naming the first column of ``(N, C)`` ``scores`` that holds NaN, and how many; ``why``
+    says why NaN is refused.
 
     Reads the tensor back to the host (a GPU synchronisation): call it only under ``validate_args=True``.
     """
@@ -71,8 +73,8 @@ def check_no_nan(scores: Tensor, name: str, hierarchy: Hierarchy | None = None) 
     label = f" ({hierarchy.labels[col]!r})" if hierarchy is not None else ""
     others = int((per_column > 0).sum()) - 1
     more = f", and {others} more column(s) hold NaN too" if others else ""
-    raise ValueError(f"`{name}` column {col}{label} holds {int(per_column[col])} NaN value(s){more}; a metric "
-                     "needs a number for every score (scikit-learn refuses NaN too): drop or impute them first")
+    raise ValueError(f"`{name}` column {col}{label} holds {int(per_column[col])} NaN value(s){more}; {why}: drop or "
+                     "impute them first")
 
 
 def scores_for(preds: Any, hierarchy: Hierarchy | None, from_logits: bool = False, name: str = "preds",

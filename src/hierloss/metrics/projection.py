@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 
 from hierloss.hierarchy import Hierarchy
-from hierloss.metrics._inputs import as_tensor
+from hierloss.metrics._inputs import as_tensor, check_no_nan
 from hierloss.propagation import max_over_descendants, min_over_ancestors
 
 __all__ = ["coherent"]
 
 
-def coherent(preds: Any, hierarchy: Hierarchy, method: str = "max") -> Any:
+def coherent(preds: Any, hierarchy: Hierarchy, method: str = "max", validate_args: bool = True) -> Any:
     """Make scores coherent with the hierarchy: every parent scores at least as high as each of its children.
 
     * ``'max'``: each label becomes the max over itself and its descendants (C-HMCNN's max-constraint module);
@@ -31,6 +31,9 @@ def coherent(preds: Any, hierarchy: Hierarchy, method: str = "max") -> Any:
             map such as the sigmoid). A NumPy array gives a NumPy array back; tensors keep device and gradient.
         hierarchy: the label hierarchy.
         method: ``'max'`` or ``'min'``.
+        validate_args: refuse NaN scores (a ``ValueError`` naming the label and the count): a NaN would spread to
+            every ancestor (``'max'``) or descendant (``'min'``). The check reads the scores back to the host, a
+            GPU synchronisation; with ``False`` nothing is read back and NaN spreads.
 
     Example:
         >>> import torch
@@ -47,5 +50,8 @@ def coherent(preds: Any, hierarchy: Hierarchy, method: str = "max") -> Any:
     if values.ndim not in (1, 2) or values.shape[-1] != hierarchy.num_labels:
         raise ValueError(f"Expected `preds` of shape (N, {hierarchy.num_labels}) or ({hierarchy.num_labels},), got "
                          f"{tuple(values.shape)}")
+    if validate_args:
+        check_no_nan(values.reshape(-1, hierarchy.num_labels), "preds", hierarchy,
+                     why="it would spread to every ancestor ('max') or descendant ('min')")
     out = max_over_descendants(values, hierarchy) if method == "max" else min_over_ancestors(values, hierarchy)
     return out.numpy() if isinstance(preds, np.ndarray) else out

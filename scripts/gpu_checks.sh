@@ -7,6 +7,9 @@
 #   bash scripts/gpu_checks.sh probe   OUTDIR   # one stacked epoch of imclef07a and diatoms: seconds per epoch
 #   bash scripts/gpu_checks.sh quality OUTDIR [DATASET ...]   # HMC protocol, every seed and loss stacked
 #                                           (default: gasch2_GO diatoms imclef07a, the ones not complete)
+#   bash scripts/gpu_checks.sh conditional OUTDIR [DATASET ...]   # conditional training (plain and fine-tuned)
+#                                           beside BCE and MCLoss, every seed stacked (default: the five GO
+#                                           datasets); then `hmc_quality.py --by-seed` pairs them
 #
 # Needs python3 (or $PYTHON) with torch (CUDA build), numpy, pandas, networkx; hierloss is used from src/ (no
 # install), and the HMC data from ../shared/data/hmc. `quality` copies benchmarks/results/hmc_quality.jsonl to
@@ -17,11 +20,11 @@
 # (`python benchmarks/hmc_quality.py --table`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?usage: gpu_checks.sh tests|bench|probe|quality OUTDIR [DATASET ...]}
-out=${2:?usage: gpu_checks.sh tests|bench|probe|quality OUTDIR [DATASET ...]}
+stage=${1:?usage: gpu_checks.sh tests|bench|probe|quality|conditional OUTDIR [DATASET ...]}
+out=${2:?usage: gpu_checks.sh tests|bench|probe|quality|conditional OUTDIR [DATASET ...]}
 shift 2
-case "$stage" in tests|bench|probe|quality) ;; *)
-  echo "unknown stage '$stage': expected tests, bench, probe or quality" >&2; exit 2 ;; esac
+case "$stage" in tests|bench|probe|quality|conditional) ;; *)
+  echo "unknown stage '$stage': expected tests, bench, probe, quality or conditional" >&2; exit 2 ;; esac
 mkdir -p "$out"
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -39,13 +42,19 @@ case "$stage" in
   probe)
     $PY benchmarks/hmc_quality.py --datasets imclef07a diatoms --epochs 1 --stack --device cuda \
       --out "$out/probe.jsonl" 2>&1 | tee "$out/probe.log" ;;
-  quality)
+  quality|conditional)
     datasets=("$@")
-    [ ${#datasets[@]} -gt 0 ] || datasets=(gasch2_GO diatoms imclef07a)
+    if [ "$stage" = quality ]; then
+      [ ${#datasets[@]} -gt 0 ] || datasets=(gasch2_GO diatoms imclef07a)
+      losses="bce hbce hbce-hard mcloss"
+    else
+      [ ${#datasets[@]} -gt 0 ] || datasets=(eisen_GO derisi_GO cellcycle_GO spo_GO gasch2_GO)
+      losses="bce mcloss conditional conditional-ft"
+    fi
     if [ ! -f "$out/hmc_quality.jsonl" ] && [ -f benchmarks/results/hmc_quality.jsonl ]; then
       cp benchmarks/results/hmc_quality.jsonl "$out/hmc_quality.jsonl"
     fi
     # shellcheck disable=SC2086
-    $PY benchmarks/hmc_quality.py --datasets "${datasets[@]}" --seeds ${SEEDS:-0 1 2} --stack --device cuda \
-      --out "$out/hmc_quality.jsonl" 2>&1 | tee "$out/quality.log" ;;
+    $PY benchmarks/hmc_quality.py --datasets "${datasets[@]}" --seeds ${SEEDS:-0 1 2} --losses $losses --stack \
+      --device cuda --out "$out/hmc_quality.jsonl" 2>&1 | tee "$out/$stage.log" ;;
 esac

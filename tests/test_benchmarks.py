@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -247,3 +248,18 @@ def test_hmc_quality_by_seed_pairs_methods_with_each_baseline() -> None:
             "mean Δ above 0 on 0 of 1 datasets**") in lines
     assert ("- **Conditional + fine-tuning (chain rule) vs MCLoss, all pairs: mean Δ AU(PRC) +0.0100, higher on 1 of "
             "1 seeds; mean Δ above 0 on 1 of 1 datasets**") in lines
+
+
+def test_gpu_checks_script_names_its_stages_and_needs_cuda(tmp_path: Path) -> None:
+    """scripts/gpu_checks.sh refuses an unknown stage listing the known ones, and (without a GPU) stops before any
+    stage with 'no CUDA device' instead of running on the CPU."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_checks.sh"
+    env = {**os.environ, "PYTHON": sys.executable}
+    bad = subprocess.run(["bash", str(script), "nope", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2
+    assert "expected tests, bench, probe, quality or conditional" in bad.stderr
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the stages would run")
+    run = subprocess.run(["bash", str(script), "conditional", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert run.returncode != 0 and "no CUDA device" in run.stderr
+    assert not (tmp_path / "hmc_quality.jsonl").exists()

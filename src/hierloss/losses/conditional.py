@@ -88,10 +88,9 @@ def _parent_counts(edge_index: Tensor, num_labels: int) -> Tensor:
     return torch.zeros(num_labels, dtype=torch.long, device=child.device).index_add_(0, child, torch.ones_like(child))
 
 
-def _conditional_bce_loss(input: Tensor, target: Tensor, edge_index: Tensor, num_parents: Tensor, reduction: str,
-                          pos_weight: Tensor | None, ignore_index: float | None, validate_args: bool,
-                          labels: tuple[str, ...] | None) -> Tensor:
-    """:func:`conditional_bce_loss` on edge tensors (:class:`ConditionalBCELoss` passes its buffers)."""
+def _check_call(input: Tensor, target: Tensor, reduction: str, pos_weight: Tensor | None, ignore_index: float | None,
+                validate_args: bool, labels: tuple[str, ...] | None) -> None:
+    """The argument checks both losses of this module make on every call (values only under ``validate_args``)."""
     check_reduction(reduction)
     check_pair(input, target)
     if pos_weight is not None and pos_weight.shape != (input.shape[1],):
@@ -100,6 +99,13 @@ def _conditional_bce_loss(input: Tensor, target: Tensor, edge_index: Tensor, num
         check_target(target, ignore_index, labels)
         if pos_weight is not None:
             check_pos_weight(pos_weight, labels)
+
+
+def _conditional_bce_loss(input: Tensor, target: Tensor, edge_index: Tensor, num_parents: Tensor, reduction: str,
+                          pos_weight: Tensor | None, ignore_index: float | None, validate_args: bool,
+                          labels: tuple[str, ...] | None) -> Tensor:
+    """:func:`conditional_bce_loss` on edge tensors (:class:`ConditionalBCELoss` passes its buffers)."""
+    _check_call(input, target, reduction, pos_weight, ignore_index, validate_args, labels)
     with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)
@@ -235,14 +241,7 @@ def _chain_rule_bce_loss(input: Tensor, target: Tensor, plan: PropagationPlan, r
                          pos_weight: Tensor | None, ignore_index: float | None, validate_args: bool,
                          labels: tuple[str, ...] | None) -> Tensor:
     """:func:`chain_rule_bce_loss` on a downward plan (:class:`ChainRuleBCELoss` passes its buffers)."""
-    check_reduction(reduction)
-    check_pair(input, target)
-    if pos_weight is not None and pos_weight.shape != (input.shape[1],):
-        raise ValueError(f"Expected `pos_weight` of shape ({input.shape[1]},), got {tuple(pos_weight.shape)}")
-    if validating(validate_args):
-        check_target(target, ignore_index, labels)
-        if pos_weight is not None:
-            check_pos_weight(pos_weight, labels)
+    _check_call(input, target, reduction, pos_weight, ignore_index, validate_args, labels)
     with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)

@@ -57,7 +57,8 @@ REFERENCE_SEED = 2408
 SYNTHETIC_STUDIES = (32, 16, 12)
 # Settings that must match between a run and the checkpoint it resumes.
 _RESUME_KEYS = ("loss", "penalty", "beta", "scale", "edge_reduction", "add_penalty", "uncertain_label",
-                "uncertainty_policy", "view", "image_size", "pretrained", "weights", "init", "batchnorm", "dropout",
+                "uncertainty_policy", "view", "image_size", "pretrained", "weights", "init_from", "init", "batchnorm",
+                "dropout",
                 "lr", "adam_eps", "augment", "augment_valid", "normalize", "antialias", "monitor", "auroc_average")
 
 
@@ -123,6 +124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="torchvision's ImageNet weights, downloaded unless cached (the reference: from scratch)")
     start.add_argument("--weights", type=Path, metavar="PATH",
                        help="start DenseNet121 from this local state dict (e.g. densenet121-a639ec97.pth)")
+    start.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
+                       help="start from the model of an earlier run's checkpoint (its best_loss.pt, best_auroc.pt "
+                            "or last.pt), e.g. --loss chain-rule-bce fine-tuning a --loss conditional run")
     model.add_argument("--init", choices=("keras", "torch"), default="keras",
                        help="initialisation: Keras's Glorot-uniform (the reference) or PyTorch's")
     model.add_argument("--batchnorm", choices=("keras", "torch"), default="keras",
@@ -189,6 +193,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.evaluate is not None and args.resume is not None:
         parser.error("--evaluate scores a checkpoint without training; drop --resume")
+    if args.evaluate is not None and args.init_from is not None:
+        parser.error("--evaluate scores a checkpoint without training; drop --init-from")
     if args.resume == "":
         args.resume = args.out / "last.pt"
     elif args.resume is not None:
@@ -203,7 +209,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _check_files(args: argparse.Namespace) -> None:
     """One-line errors for every file the run needs and lacks (the data CSVs are checked when they are read)."""
-    for flag, path in (("--weights", args.weights), ("--resume", args.resume), ("--evaluate", args.evaluate)):
+    for flag, path in (("--weights", args.weights), ("--init-from", args.init_from), ("--resume", args.resume),
+                       ("--evaluate", args.evaluate)):
         if path is not None and not Path(path).is_file():
             _fail(f"{flag} {path}: no such file")
     for path in args.gradcam or []:
@@ -329,6 +336,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                                     args.add_penalty)
         postprocess = prediction_transform(args.loss, hierarchy)
         model = _build_model(args, hierarchy.num_labels)
+        if args.init_from is not None:  # e.g. the fine-tuning stage of conditional training (--resume still wins)
+            initial = load_checkpoint(args.init_from)
+            if tuple(initial["labels"]) != hierarchy.labels:
+                _fail(f"--init-from {args.init_from}: the checkpoint's labels {list(initial['labels'])} differ from "
+                      f"this run's {list(hierarchy.labels)}")
+            model.load_state_dict(initial["model"])
         torch.manual_seed(args.seed + processes.rank)  # same initial model everywhere, own augmentation per rank
 
         per_process_batch = args.batch_size // processes.world_size

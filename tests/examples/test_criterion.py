@@ -149,7 +149,7 @@ def test_prediction_transform_is_the_max_constraint_for_mcloss_only() -> None:
     rule; the other losses use σ as is."""
     hierarchy = chexpert_hierarchy()
     assert all(criterion_module.prediction_transform(name, hierarchy) is None for name in LOSSES
-               if name not in ("mcloss", "conditional"))
+               if name not in ("mcloss", "conditional", "chain-rule-bce"))
     if "mcloss" not in available_losses():
         pytest.skip("this hierloss has no MCLoss yet")
     transform = criterion_module.prediction_transform("mcloss", hierarchy)
@@ -160,12 +160,15 @@ def test_prediction_transform_is_the_max_constraint_for_mcloss_only() -> None:
         assert (probs[:, i] >= probs[:, j]).all(), (parent, child)
 
 
-def test_conditional_training_predicts_with_the_chain_rule() -> None:
-    """--loss conditional builds hierloss's ConditionalBCELoss, and its predictions are the chain rule's marginals of
-    the conditional sigmoid outputs (coherent by construction)."""
+@pytest.mark.parametrize(("name", "loss_class"), [("conditional", "ConditionalBCELoss"),
+                                                ("chain-rule-bce", "ChainRuleBCELoss")])
+def test_conditional_training_predicts_with_the_chain_rule(name: str, loss_class: str) -> None:
+    """--loss conditional builds hierloss's ConditionalBCELoss, --loss chain-rule-bce (its fine-tuning stage)
+    ChainRuleBCELoss, and the predictions of both are the chain rule's marginals of the conditional sigmoid outputs
+    (coherent by construction)."""
     hierarchy = chexpert_hierarchy()
-    assert isinstance(build_criterion("conditional", hierarchy), hierloss.ConditionalBCELoss)
-    transform = prediction_transform("conditional", hierarchy)
+    assert isinstance(build_criterion(name, hierarchy), getattr(hierloss, loss_class))
+    transform = prediction_transform(name, hierarchy)
     assert transform is not None
     logits = torch.randn(5, hierarchy.num_labels) * 3
     torch.testing.assert_close(transform(torch.sigmoid(logits)), hierloss.ChainRule(hierarchy)(logits),

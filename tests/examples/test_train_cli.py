@@ -188,6 +188,43 @@ def test_conditional_training_with_label_smoothing(tmp_path: Path) -> None:
     assert (predictions["Cardiomegaly_Pred"] <= predictions["Cardiac_Pred"] + 1e-6).all()
 
 
+def test_fine_tuning_stage_starts_from_the_conditional_run(tmp_path: Path) -> None:
+    """Chen et al.'s two stages: a --loss conditional run, then --loss chain-rule-bce --init-from its checkpoint.
+    With 0 epochs the second run predicts exactly what the first did (its weights were loaded); with one epoch it
+    trains every parameter tensor away from them, through the chain rule (no violation). A checkpoint of other
+    labels is refused naming both lists, and --init-from with --evaluate is a usage error."""
+    from chexpert_example.synthetic import write_synthetic_chexpert
+
+    root = tmp_path / "data"
+    splits = write_synthetic_chexpert(root, n_train=16, n_valid=8, n_test=6)
+    common = ["--data-root", str(root), "--test-csv", str(splits.test_csv), "--image-size", "32",
+              "--max-batches", "1", "--mc-dropout", "0", "--gradcam-count", "0", "--no-progress"]
+    first = tmp_path / "conditional"
+    train_module().main([*common, "--epochs", "1", "--loss", "conditional", "--out", str(first)])
+    checkpoint = first / "best_loss.pt"
+    same = tmp_path / "same"
+    train_module().main([*common, "--epochs", "0", "--loss", "chain-rule-bce", "--init-from", str(checkpoint),
+                         "--out", str(same)])
+    pd.testing.assert_frame_equal(pd.read_csv(same / "predictions.csv"), pd.read_csv(first / "predictions.csv"))
+    tuned = tmp_path / "tuned"
+    train_module().main([*common, "--epochs", "1", "--loss", "chain-rule-bce", "--init-from", str(checkpoint),
+                         "--out", str(tuned)])
+    metrics = json.loads((tuned / "metrics.json").read_text())
+    assert metrics["config"]["loss"] == "chain-rule-bce" and metrics["config"]["init_from"] == str(checkpoint)
+    assert metrics["violation_rate_any_threshold"] == 0.0
+    before, after = parameters(checkpoint), parameters(tuned / "last.pt")
+    unchanged = [name for name, value in after.items() if torch.equal(value, before[name])]
+    assert not unchanged, f"{len(unchanged)} of {len(after)} parameter tensors did not move, e.g. {unchanged[:3]}"
+    message = run_main([*common, "--epochs", "1", "--no-uncertain-label", "--init-from", str(checkpoint), "--out",
+                        str(tmp_path / "other")])
+    assert message.startswith(f"train.py: error: --init-from {checkpoint}: the checkpoint's labels [")
+    assert "'Uncertain'" in message.split("differ from this run's")[0]  # 21 labels saved, 20 asked for
+    assert "'Uncertain'" not in message.split("differ from this run's")[1] and "\n" not in message
+    with pytest.raises(SystemExit) as stopped:
+        train_module().parse_args(["--synthetic", "--out", "x", "--evaluate", "a.pt", "--init-from", "b.pt"])
+    assert stopped.value.code == 2
+
+
 def run_main(argv: list[str]) -> str:
     """train.main(argv) in this process, expected to stop with an error: returns the message."""
     with pytest.raises(SystemExit) as stopped:
@@ -211,7 +248,7 @@ def test_missing_files_stop_with_one_line_naming_them(tmp_path: Path) -> None:
     message = run_main(["--data-root", str(splits.root), "--out", out])
     assert message.startswith(f"train.py: error: training labels not found: {splits.train_csv} (the VisualCheXbert")
     assert "\n" not in message
-    for flag in ("--weights", "--evaluate"):
+    for flag in ("--weights", "--init-from", "--evaluate"):
         assert run_main(["--synthetic", "--out", out, flag, str(tmp_path / "w.pt")]) == (
             f"train.py: error: {flag} {tmp_path / 'w.pt'}: no such file")
     assert run_main(["--synthetic", "--out", out, "--gradcam", str(tmp_path / "x.png")]) == (

@@ -36,6 +36,7 @@ _OTHER: dict[str, str] = {
     "msml": "MultiLabelSoftmaxLoss",
     "mcloss": "MCLoss",
     "conditional": "ConditionalBCELoss",
+    "chain-rule-bce": "ChainRuleBCELoss",
 }
 #: Every ``--loss`` choice.
 LOSSES: tuple[str, ...] = ("bce", *HBCE_MODES, *_OTHER)
@@ -81,7 +82,9 @@ def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgeWeights | fl
       (λ). ``hbce-hard`` is the paper's loss: it reports the penalty but its gradient is plain BCE's.
     * ``asl``, ``focal``, ``zlpr``, ``msml``, ``mcloss``, ``conditional``: hierloss's other losses with their
       defaults (given the hierarchy when their constructor takes one), optionally plus ``HierarchyPenalty`` in mode
-      ``add_penalty``. ``conditional`` is conditional (chain-rule) training (``ConditionalBCELoss``).
+      ``add_penalty``. ``conditional`` is conditional (chain-rule) training (``ConditionalBCELoss``);
+      ``chain-rule-bce`` is BCE on the chain rule's marginals (``ChainRuleBCELoss``), the fine-tuning stage that
+      follows it (start it from the conditional run's checkpoint with ``--init-from``).
 
     Args:
         name: one of :data:`LOSSES`.
@@ -134,9 +137,9 @@ class ChainRuleOnProbabilities(nn.Module):
 
 def prediction_transform(name: str, hierarchy: Hierarchy) -> nn.Module | None:
     """What turns sigmoid outputs into predictions for ``--loss name``: ``MaxConstraint`` for ``mcloss`` (C-HMCNN
-    predicts through its max-constraint module), the chain rule for ``conditional`` (the outputs are conditional
-    probabilities), ``None`` (the probabilities as they are) otherwise."""
-    if name == "conditional":
+    predicts through its max-constraint module), the chain rule for ``conditional`` and ``chain-rule-bce`` (the
+    outputs are conditional probabilities), ``None`` (the probabilities as they are) otherwise."""
+    if name in ("conditional", "chain-rule-bce"):
         return ChainRuleOnProbabilities(hierarchy)
     if name != "mcloss":
         return None

@@ -87,6 +87,10 @@ LOSSES: dict[str, tuple[str, Callable[[Hierarchy], tuple[LossFn, list[nn.Module]
                       lambda h: (_max_constraint_head(m := _cls("MaxConstraint")(h)), [m])),
     "LabelGraphRefinement": ("BCEWithLogits(LabelGraphRefinement(C, h)(logits), target)",
                              lambda h: (_bce_head(m := _cls("LabelGraphRefinement")(h.num_labels, h)), [m])),
+    "ConditionalBCELoss": ("ConditionalBCELoss(h)(logits, target)",
+                           lambda h: (m := _cls("ConditionalBCELoss")(h), [m])),
+    "ChainRuleBCELoss": ("ChainRuleBCELoss(h)(logits, target), conditional training's fine-tuning stage",
+                         lambda h: (m := _cls("ChainRuleBCELoss")(h), [m])),
 }
 
 

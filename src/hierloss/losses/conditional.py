@@ -202,7 +202,9 @@ def chain_rule_bce_loss(
     ``logaddexp``), so it is finite with finite gradients however small or close to 1 a marginal gets; no clamp.
     Without edges it is :func:`torch.nn.functional.binary_cross_entropy_with_logits`. Unlike
     :func:`conditional_bce_loss`, no term is dropped for a negative parent: a label's marginal is trained on every
-    sample, and its gradient reaches its ancestors' logits through the chain rule.
+    sample, and its gradient reaches its ancestors' logits through the chain rule. Targets should follow the
+    true-path rule (``hierarchy.propagate(y)``): a positive child under a negative parent cannot be fitted, since the
+    chain rule keeps ``P(child) <= P(parent)``.
 
     Args:
         input: ``(N, C)`` logits of the conditional probabilities ``P(label | parents positive)``, as for

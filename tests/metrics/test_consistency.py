@@ -49,7 +49,7 @@ def test_matches_naive_loop(h: Hierarchy, seed: int, threshold: float | None, n:
 
 
 def test_strict_inequalities_logits_and_empty_batch() -> None:
-    """Scores equal to the threshold are not violations; from_logits applies a sigmoid; an empty batch rates 0."""
+    """Scores equal to the threshold are not violations; from_logits reads logits; an empty batch rates 0."""
     h = Hierarchy.from_edges([("a", "b")])
     assert violation_rate(torch.tensor([[0.5, 0.9], [0.2, 0.5]]), h).item() == 0.0
     logits = torch.tensor([[-0.1, 0.3]])  # sigmoid: 0.475 (parent) and 0.574 (child)

@@ -114,7 +114,7 @@ def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = Non
     data-driven edge weights exist to measure.
 
     Args:
-        frame: a DataFrame holding the 14 observation columns (any order; other columns kept).
+        frame: a DataFrame holding the 14 observation columns (any order, each once; other columns kept).
         policy: ``None``: the observations must already be 0/1. Otherwise the frame holds CheXpert's raw values —
             1, 0, -1 (uncertain) and blank (not mentioned) — and a blank becomes 0, as in the reference, while a -1
             becomes 0 (``'zeros'``), 1 (``'ones'``) or is left out (``'ignore'``: NaN, and so is every derived
@@ -134,9 +134,9 @@ def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = Non
         get the model's target matrix.
 
     Raises:
-        ValueError: if an observation column is missing, the policy is unknown, or a value is not allowed (not 0/1
-            without a policy; not 1, 0, -1 or blank with one), naming the column, the value and how many such
-            values the column holds.
+        ValueError: if an observation column is missing, an observation or derived column appears more than once
+            (naming it), the policy is unknown, or a value is not allowed (not 0/1 without a policy; not 1, 0, -1
+            or blank with one), naming the column, the value and how many such values the column holds.
 
     Example:
         >>> import pandas as pd
@@ -151,13 +151,14 @@ def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = Non
     missing = [name for name in CHEXPERT_OBSERVATIONS if name not in frame.columns]
     if missing:
         raise ValueError(f"chexpert_targets: missing observation columns {missing!r}")
+    names = (["Uncertain"] if uncertain_label else []) + list(CHEXPERT_PARENTS)
+    _refuse_duplicates(frame, [*CHEXPERT_OBSERVATIONS, *names])
     values = _observations(frame, policy)  # a -1 is NaN here
     uncertain = np.isnan(values) if policy is not None else None
     hard = {"zeros": 0.0, "ones": 1.0, "zeros-lsr": 0.0, "ones-lsr": 1.0}.get(policy or "")
     if hard is not None and uncertain is not None:  # the derived columns follow the hard value; label smoothing
         values = np.where(uncertain, hard, values)        # softens only the -1s, below
     out = frame.copy()
-    names = (["Uncertain"] if uncertain_label else []) + list(CHEXPERT_PARENTS)
     unknown = uncertain if policy == "ignore" else None
     if unknown is None or not unknown.any():
         derived = _derive(values.astype(bool), uncertain_label)
@@ -184,6 +185,21 @@ def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = Non
         out[name] = columns[name]
     result: pd.DataFrame = out
     return result
+
+
+def _refuse_duplicates(frame: pd.DataFrame, labels: list[str]) -> None:
+    """Raise ``ValueError`` naming the label columns that ``frame`` holds more than once.
+
+    Selecting a duplicated column by name returns every copy, which would shift the columns after it.
+    """
+    counts = frame.columns.value_counts()
+    repeated = [name for name in labels if counts.get(name, 0) > 1]
+    if len(repeated) == 1:
+        raise ValueError(f"chexpert_targets: the column {repeated[0]!r} appears {counts[repeated[0]]} times; label "
+                         "columns must be unique")
+    if repeated:
+        raise ValueError(f"chexpert_targets: the columns {repeated!r} appear more than once; label columns must be "
+                         "unique")
 
 
 def _observations(frame: pd.DataFrame, policy: str | None) -> np.ndarray:

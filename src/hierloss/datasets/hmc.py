@@ -3,27 +3,35 @@
 These are the FunCat / Gene Ontology yeast datasets and the enron, imclef07a and diatoms trees of Vens et al.
 (2008), as redistributed with C-HMCNN. A file holds ``@ATTRIBUTE`` lines (numeric or nominal ``{a,b}``), one
 ``@ATTRIBUTE class hierarchical ...`` line, then ``@DATA`` rows whose last field lists the row's labels joined
-by ``@``. A file may be gzip-compressed (``.arff.gz``); text must be UTF-8 (ASCII is UTF-8).
+by ``@``. A nominal value may be quoted, ``'x y'`` or ``"x y"``, in its declaration and in the data alike (a
+quoted value cannot hold a comma). A file may be gzip-compressed (``.arff.gz``); text must be UTF-8 (ASCII is
+UTF-8), with or without a byte-order mark.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hierloss.hierarchy import Hierarchy
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["HMCData", "HMCSplits", "load_hmc", "load_hmc_arff"]
 
 _ROOT = "root"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SUFFIXES = (".arff", ".arff.gz")
+_QUOTES = ("'", '"')
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -75,7 +83,8 @@ def _error(path: Path, line: int, message: str) -> ValueError:
 
 
 def _read_text(path: Path) -> str:
-    """The file's text, gunzipped when it starts with gzip's magic bytes; newlines normalised to ``\\n``."""
+    """The file's text, gunzipped when it starts with gzip's magic bytes; a byte-order mark dropped and newlines
+    normalised to ``\\n``."""
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
         try:
@@ -88,7 +97,20 @@ def _read_text(path: Path) -> str:
         line = data[:err.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
         raise _error(path, line, f"byte {data[err.start]:#04x} is not valid UTF-8; the file must be UTF-8 or "
                                  "ASCII (re-encode it, e.g. `iconv -f latin1 -t utf-8`)") from None
+    text = text.removeprefix("\ufeff")  # the UTF-8 byte-order mark some editors write
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _unquote(value: str) -> str | None:
+    """``value`` without surrounding whitespace and one pair of enclosing quotes (``'...'`` or ``"..."``);
+    ``None`` for an unbalanced quote at either end."""
+    value = value.strip()
+    first, last = value[:1], value[-1:]
+    if first in _QUOTES and len(value) >= 2 and last == first:
+        return value[1:-1]
+    if first in _QUOTES or last in _QUOTES:
+        return None
+    return value
 
 
 def _parse_hierarchy(path: Path, line: int, spec: str) -> Hierarchy:
@@ -145,9 +167,9 @@ def load_hmc_arff(path: str | Path) -> HMCData:
     Raises:
         ValueError: naming the file, the 1-based line number and what is wrong: a byte that is not UTF-8, a
             missing ``@DATA`` or class attribute, a cycle, self-loop or repeated entry in the hierarchy, a wrong
-            field count, an unknown label, an unparseable number or nominal value, a value that is not finite
-            (``inf``, ``nan``: write ``?`` for a missing value) or beyond float32's range. Also a corrupt gzip
-            file (naming the file).
+            field count, an unbalanced quote, an unknown label, an unparseable number or nominal value, a value that
+            is not finite (``inf``, ``nan``: write ``?`` for a missing value) or beyond float32's range. Also a
+            corrupt gzip file (naming the file). A file with no data rows is read as ``(0, F)`` features.
     """
     path = Path(path)
     lines = _read_text(path).split("\n")
@@ -178,7 +200,14 @@ def load_hmc_arff(path: str | Path) -> HMCData:
         if kind.lower() in ("numeric", "real", "integer"):
             kinds.append(None)
         elif kind.startswith("{") and kind.endswith("}"):
-            kinds.append([v.strip().strip("'\"") for v in kind[1:-1].split(",")])
+            values: list[str] = []
+            for piece in kind[1:-1].split(","):
+                value = _unquote(piece)
+                if value is None:
+                    raise _error(path, number, f"attribute {name!r}: unbalanced quote in the nominal value "
+                                               f"{piece.strip()!r} (a comma inside quotes is not supported)")
+                values.append(value)
+            kinds.append(values)
         else:
             raise _error(path, number, f"unsupported attribute type {kind[:40]!r} for {name!r}")
     if hierarchy is None:
@@ -223,14 +252,17 @@ def _parse_features(path: Path, feature_text: list[str], row_lines: list[int], n
         return np.zeros((n_rows, 0), dtype=np.float32), ()
     if n_rows:
         frame = pd.read_csv(io.StringIO("\n".join(feature_text)), header=None, dtype=str, keep_default_na=False,
-                            na_filter=False)
+                            na_filter=False, quoting=csv.QUOTE_NONE)  # quotes: removed below, per field
     else:
         frame = pd.DataFrame(columns=range(len(names)), dtype=str)
     blocks: list[np.ndarray] = []
     feature_names: list[str] = []
+    quoted_text = any("'" in text or '"' in text for text in feature_text)
     for j, (name, kind) in enumerate(zip(names, kinds)):
         col = frame.iloc[:, j].str.strip()
-        missing = (col == "?").to_numpy()
+        missing = (col == "?").to_numpy()  # a quoted '?' is the text ?, not a missing value
+        if quoted_text:
+            col = _unquote_column(path, row_lines, name, col)
         if kind is None:
             values = pd.to_numeric(col.where(~missing), errors="coerce").to_numpy(dtype=np.float64)
             bad = ~(np.abs(values) <= _FLOAT32_MAX) & ~missing  # NaN compares False: caught here too
@@ -258,6 +290,19 @@ def _parse_features(path: Path, feature_text: list[str], row_lines: list[int], n
             blocks.append(onehot)
             feature_names.extend(f"{name}={v}" for v in kind)
     return np.hstack(blocks).astype(np.float32), tuple(feature_names)
+
+
+def _unquote_column(path: Path, row_lines: list[int], name: str, col: pd.Series) -> pd.Series:
+    """A column of stripped fields with each value's enclosing quotes removed, as :func:`_unquote` does; an
+    unbalanced quote is an error naming the line."""
+    first, last = col.str[:1], col.str[-1:]
+    quoted = first.isin(_QUOTES) & (col.str.len() >= 2) & (first == last)
+    unbalanced = ((first.isin(_QUOTES) | last.isin(_QUOTES)) & ~quoted).to_numpy()
+    if unbalanced.any():
+        r = int(np.flatnonzero(unbalanced)[0])
+        raise _error(path, row_lines[r], f"attribute {name!r}: unbalanced quote in {col.iloc[r]!r}")
+    unquoted: pd.Series = col.where(~quoted, col.str[1:-1])
+    return unquoted
 
 
 def _arff_files(directory: Path) -> list[Path]:
@@ -302,9 +347,11 @@ def load_hmc(directory_or_prefix: str | Path, standardize: bool = True, merge_va
 
     Raises:
         ValueError: if the folder does not exist, the train or test file is missing, a split has several files
-            (``d.train.arff`` and ``d.train.arff.gz``), the splits disagree on features or hierarchy, or a file is
-            malformed (see :func:`load_hmc_arff`; a value that is not finite is refused there, so it cannot spread
-            through imputation and standardisation).
+            (``d.train.arff`` and ``d.train.arff.gz``), a split's file has no data rows (naming it: an empty
+            train split would leave nothing to fit the imputation and standardisation on, an empty valid or test
+            split nothing to score), the splits disagree on features or hierarchy, or a file is malformed (see
+            :func:`load_hmc_arff`; a value that is not finite is refused there, so it cannot spread through
+            imputation and standardisation).
     """
     target = Path(directory_or_prefix)
     directory, prefix = (target, "") if target.is_dir() else (target.parent, target.name)
@@ -319,6 +366,9 @@ def load_hmc(directory_or_prefix: str | Path, standardize: bool = True, merge_va
     train = load_hmc_arff(train_path)
     valid = load_hmc_arff(valid_path) if valid_path else None
     test = load_hmc_arff(test_path)
+    for split, path, data in (("train", train_path, train), ("valid", valid_path, valid), ("test", test_path, test)):
+        if data is not None and len(data.X) == 0:  # nothing to fit the preprocessing on, or to score
+            raise ValueError(f"{path}: the {split} split has no data rows after @DATA")
     for split, data in (("valid", valid), ("test", test)):
         if data is None:
             continue

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import decimal
+import functools
+import math
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
 from torch import Tensor
 
 from hierloss._penalty_forms import violated
@@ -23,10 +29,46 @@ __all__ = [
 ]
 
 
-def _edge_flags(scores: Tensor, edge_index: Tensor, threshold: float | None) -> Tensor:
-    """Bool ``(N, E)`` violation flags of ``(N, C)`` probabilities for a ``(2, E)`` parent/child ``edge_index``:
-    the penalty forms' violation test (:func:`hierloss._penalty_forms.violated`)."""
-    return violated(scores.index_select(1, edge_index[0]), scores.index_select(1, edge_index[1]), threshold)
+@functools.lru_cache(maxsize=64)
+def _logit_cut(threshold: float, dtype: torch.dtype) -> float:
+    """The float64 number ``c`` that decides logits of ``dtype`` against a probability ``threshold``: ``x < c``
+    exactly when ``sigmoid(x) < threshold``, and ``x > c`` exactly when ``sigmoid(x) > threshold``.
+
+    ``c`` starts as ``logit(threshold)`` in float64 (exact at 0.5, where it is 0; elsewhere within a few rounding
+    errors, with ``2 atanh(2t - 1)`` near 1/2 where ``log(t) - log1p(-t)`` loses digits). For float64 logits that
+    is the answer: only a logit within a rounding error or two of ``logit(threshold)`` can be misjudged. For float32
+    logits ``c`` is made exact: the float32 number ``f`` nearest ``logit(threshold)`` is the only one float64's
+    rounding could misjudge, so ``sigmoid(f)`` is compared with the threshold in 60-digit decimal arithmetic and
+    ``c`` becomes ``f`` itself on a tie, else the float64 number just beside ``f`` on the side ``logit(threshold)``
+    lies.
+    """
+    t = float(threshold)
+    logit = 2.0 * math.atanh(2.0 * t - 1.0) if 0.25 <= t <= 0.75 else math.log(t) - math.log1p(-t)
+    if dtype == torch.float64:
+        return logit
+    nearest = float(np.float32(logit))
+    with decimal.localcontext() as context:
+        context.prec = 60
+        gap = Decimal(t) * (1 + (-Decimal(nearest)).exp()) - 1  # the sign of threshold - sigmoid(nearest)
+    if gap == 0:
+        return nearest
+    return math.nextafter(nearest, math.inf if gap > 0 else -math.inf)
+
+
+def _edge_flags(values: Tensor, edge_index: Tensor, threshold: float | None, from_logits: bool = False) -> Tensor:
+    """Bool ``(N, E)`` violation flags of ``(N, C)`` float32 or float64 probabilities, or logits with
+    ``from_logits``, for a ``(2, E)`` parent/child ``edge_index``: the penalty forms' violation test
+    (:func:`hierloss._penalty_forms.violated`).
+
+    Logits are never passed through a sigmoid, whose float32 value is 1 for every logit above about 17 and so hides
+    a child scored above its parent. The sigmoid is increasing, so ``sigmoid(a) < sigmoid(b)`` exactly when
+    ``a < b``: without a threshold the logits are compared with each other. With one they are compared in float64
+    (which holds every float32 exactly) with :func:`_logit_cut`, not with a float32 rounding of it.
+    """
+    parent, child = values.index_select(1, edge_index[0]), values.index_select(1, edge_index[1])
+    if from_logits and threshold is not None:
+        return violated(parent.double(), child.double(), _logit_cut(threshold, values.dtype))
+    return violated(parent, child, threshold)
 
 
 def edge_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,
@@ -42,7 +84,10 @@ def edge_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 
         preds: ``(N, C)`` scores (probabilities, or logits with ``from_logits=True``); NumPy accepted.
         hierarchy: the label hierarchy, ``C = hierarchy.num_labels``.
         threshold: decision threshold in ``(0, 1)``, or ``None`` for any threshold.
-        from_logits: apply a sigmoid to ``preds`` first.
+        from_logits: ``preds`` are logits, judged as their sigmoids would be judged with exact arithmetic: compared
+            with each other (``threshold=None``) or with ``logit(threshold)``, never through a rounded sigmoid (in
+            float32 every logit above about 17 has the sigmoid 1, so a child at 30 under a parent at 20 would not
+            count).
         validate_args: refuse NaN predictions (a ``ValueError`` naming the label and the count). The check reads
             the predictions back to the host, a GPU synchronisation; with ``False`` nothing is read back and a NaN
             prediction violates no edge.
@@ -64,8 +109,8 @@ def edge_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 
         tensor([[ True, False]])
     """
     check_threshold(threshold)
-    scores = scores_for(preds, hierarchy, from_logits, validate_args=validate_args)
-    return _edge_flags(scores, hierarchy.edge_index.to(scores.device), threshold)
+    values = scores_for(preds, hierarchy, from_logits=False, validate_args=validate_args)  # logits stay logits
+    return _edge_flags(values, hierarchy.edge_index.to(values.device), threshold, from_logits)
 
 
 def sample_violations(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0.5,
@@ -87,7 +132,7 @@ def violation_rate(preds: Any, hierarchy: Hierarchy, threshold: float | None = 0
         preds: ``(N, C)`` scores; NumPy accepted.
         hierarchy: the label hierarchy.
         threshold: decision threshold in ``(0, 1)``, or ``None`` for any threshold.
-        from_logits: apply a sigmoid to ``preds`` first.
+        from_logits: ``preds`` are logits (compared without a sigmoid, see :func:`edge_violations`).
         validate_args: refuse NaN predictions (see :func:`edge_violations`).
 
     Example:

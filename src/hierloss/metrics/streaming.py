@@ -42,7 +42,8 @@ class ViolationRate(Metric):
         hierarchy: the label hierarchy.
         threshold: decision threshold in ``(0, 1)``, or ``None`` for incoherence at any threshold (see
             :func:`hierloss.metrics.violation_rate`).
-        from_logits: apply a sigmoid to the predictions first.
+        from_logits: the predictions are logits, compared without a sigmoid (as
+            :func:`hierloss.metrics.edge_violations` compares them: large logits keep their order).
         validate_args: refuse NaN predictions in ``update()`` (naming the label); ``False`` reads nothing back.
         kwargs: passed to :class:`torchmetrics.Metric`.
 
@@ -80,8 +81,8 @@ class ViolationRate(Metric):
 
     def update(self, preds: Tensor) -> None:
         """Add a batch of ``(N, C)`` predictions."""
-        scores = scores_for(preds, self.hierarchy, self.from_logits, validate_args=self.validate_args)
-        flags = _edge_flags(scores, self.edge_index.to(scores.device), self.threshold)
+        values = scores_for(preds, self.hierarchy, from_logits=False, validate_args=self.validate_args)
+        flags = _edge_flags(values, self.edge_index.to(values.device), self.threshold, self.from_logits)
         self.violated += flags.any(dim=1).sum()
         self.edge_violated += flags.sum(0)
         self.total += flags.shape[0]

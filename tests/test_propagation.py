@@ -1,103 +1,262 @@
-"""Tests for hierloss.propagation: level-wise max/min propagation against dense references."""
+"""Tests for hierloss.propagation, the engine: plans, the max over descendants, the min over ancestors and the chain
+rule against naive per-label loops on random DAGs, the tie rule, written gradients, and every transform a user
+applies (gradcheck, double backward, forward mode, vmap, torch.compile, FakeTensor, autocast)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from hierloss import Hierarchy
-from hierloss.propagation import PropagationPlan, max_over_descendants, min_over_ancestors, propagate_levels
+from hierloss.propagation import (
+    LevelPlan,
+    chain_rule_log,
+    chain_rule_marginals,
+    closure_max,
+    closure_min,
+    max_over_descendants,
+    min_over_ancestors,
+)
 from tests.test_hierarchy import random_dags
 
+DAG = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"], "c": ["d", "e"], "f": []})
 
-def _dense_max(h: Hierarchy, x: np.ndarray) -> np.ndarray:
-    """Reference: out[:, a] = max over a and every d with a among d's ancestors (loops)."""
-    anc = h.ancestor_matrix().numpy()
-    out = x.copy()
-    for a in range(h.num_labels):
-        for d in range(h.num_labels):
-            if anc[d, a]:
-                out[..., a] = np.maximum(out[..., a], x[..., d])
+
+def _closure(h: Hierarchy, up: bool) -> list[list[int]]:
+    """For each label, itself and its descendants (``up``) or ancestors, by a naive graph walk."""
+    nxt: list[list[int]] = [[] for _ in range(h.num_labels)]
+    for p, c in h.edge_indices:
+        (nxt[p] if up else nxt[c]).append(c if up else p)
+    out = []
+    for start in range(h.num_labels):
+        seen, stack = {start}, [start]
+        while stack:
+            for j in nxt[stack.pop()]:
+                if j not in seen:
+                    seen.add(j)
+                    stack.append(j)
+        out.append(sorted(seen))
     return out
 
 
-def _dense_min(h: Hierarchy, x: np.ndarray) -> np.ndarray:
-    """Reference: out[:, d] = min over d and all its ancestors (loops)."""
-    anc = h.ancestor_matrix().numpy()
-    out = x.copy()
-    for d in range(h.num_labels):
-        for a in range(h.num_labels):
-            if anc[d, a]:
-                out[..., d] = np.minimum(out[..., d], x[..., a])
-    return out
+def _naive_extremum(h: Hierarchy, x: np.ndarray, largest: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Values and arg (the smallest index among the closure's elements holding the extremum), by loops."""
+    closure = _closure(h, up=largest)
+    out, arg = np.empty_like(x), np.empty(x.shape, dtype=np.int64)
+    for n in range(x.shape[0]):
+        for c in range(h.num_labels):
+            vals = [x[n, d] for d in closure[c]]
+            best = max(vals) if largest else min(vals)
+            out[n, c] = best
+            arg[n, c] = min(d for d in closure[c] if x[n, d] == best)
+    return out, arg
+
+
+def _naive_chain(h: Hierarchy, z: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log P, log(1 − P))`` by a loop over labels in depth order, in plain (autograd-traced) torch ops."""
+    parents: list[list[int]] = [[] for _ in range(h.num_labels)]
+    for p, c in h.edge_indices:
+        parents[c].append(p)
+    log_p: list[Tensor | None] = [None] * h.num_labels
+    log_q: list[Tensor | None] = [None] * h.num_labels
+    for c in sorted(range(h.num_labels), key=lambda i: h.depths[i]):
+        b, a = F.logsigmoid(z[..., c]), F.logsigmoid(-z[..., c])
+        if not parents[c]:
+            log_p[c], log_q[c] = b, a
+            continue
+        cand = torch.stack([log_p[p] for p in sorted(parents[c])], -1)  # type: ignore[misc]
+        low, which = cand.min(-1)  # ties: the first, i.e. the smallest index
+        q_parent = torch.stack([log_q[p] for p in sorted(parents[c])], -1).gather(-1, which.unsqueeze(-1))[..., 0]  # type: ignore[misc]
+        log_p[c] = b + low
+        log_q[c] = torch.logaddexp(a, b + q_parent)
+    return torch.stack(log_p, -1), torch.stack(log_q, -1)  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_dags(), st.sampled_from(["descendants", "ancestors", "parents"]))
+def test_plan_rows_and_levels(h: Hierarchy, kind: str) -> None:
+    """Every label with a neighbour is written once, after all the labels it reads; its row is itself (but for
+    'parents') then its neighbours in column order, padded by repeating the first entry."""
+    plan = LevelPlan.build(h, kind)  # type: ignore[arg-type]
+    neighbours: list[list[int]] = [[] for _ in range(h.num_labels)]
+    for p, c in h.edge_indices:
+        (neighbours[p] if kind == "descendants" else neighbours[c]).append(c if kind == "descendants" else p)
+    written: dict[int, int] = {}
+    n0 = p0 = 0
+    for g, (k, width) in enumerate(plan.groups):
+        nodes = plan.nodes[n0:n0 + k].tolist()
+        rows = plan.neighbours[p0:p0 + k * width].view(k, width).tolist()
+        n0, p0 = n0 + k, p0 + k * width
+        for node, row in zip(nodes, rows):
+            expected = ([] if kind == "parents" else [node]) + sorted(neighbours[node])
+            assert row[:len(expected)] == expected
+            assert row[len(expected):] == [expected[0]] * (width - len(expected))
+            assert width <= max(2 * len(expected), len(expected) + 128)
+            assert node not in written
+            written[node] = g
+    assert sorted(written) == [c for c in range(h.num_labels) if neighbours[c]]
+    for node, g in written.items():  # everything a label reads is final before its group
+        assert all(written.get(j, -1) < g for j in neighbours[node])
+    assert (plan.nodes.numel(), plan.neighbours.numel()) == (n0, p0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_dags(), st.integers(0, 2**31 - 1), st.booleans(), st.sampled_from([torch.float32, torch.float64]))
+def test_extremum_values_and_tie_rule_match_loops(h: Hierarchy, seed: int, ties: bool, dtype: torch.dtype) -> None:
+    """Max over descendants and min over ancestors equal the naive loops, and the gradient of each output goes to the
+    smallest column index among the elements holding the extremum (scores drawn from {0, 1, 2} make many ties)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 3, (4, h.num_labels)).astype(float) if ties else rng.random((4, h.num_labels))
+    for largest, fn in ((True, max_over_descendants), (False, min_over_ancestors)):
+        values, arg = _naive_extremum(h, x, largest)
+        t = torch.tensor(x, dtype=dtype, requires_grad=True)
+        out = fn(t, h)
+        torch.testing.assert_close(out, torch.tensor(values, dtype=dtype), rtol=0, atol=0)
+        weights = torch.rand(4, h.num_labels, dtype=dtype, generator=torch.Generator().manual_seed(seed % 1000))
+        (grad,) = torch.autograd.grad((out * weights).sum(), t)
+        expected = torch.zeros_like(weights).scatter_add_(1, torch.from_numpy(arg), weights)
+        torch.testing.assert_close(grad, expected)
+        torch.testing.assert_close(fn(t.detach(), h), out.detach(), rtol=0, atol=0)  # the no-grad walk agrees
 
 
 @settings(max_examples=40, deadline=None)
 @given(random_dags(), st.integers(0, 2**31 - 1))
-def test_matches_dense_reference(h: Hierarchy, seed: int) -> None:
-    """Both passes equal the dense loop reference on random DAGs, for (N, C) and (C,) inputs."""
-    x = np.random.default_rng(seed).random((5, h.num_labels))
-    t = torch.from_numpy(x)
-    np.testing.assert_allclose(max_over_descendants(t, h).numpy(), _dense_max(h, x))
-    np.testing.assert_allclose(min_over_ancestors(t, h).numpy(), _dense_min(h, x))
-    np.testing.assert_allclose(max_over_descendants(t[0], h).numpy(), _dense_max(h, x[:1])[0])
+def test_chain_rule_matches_loop(h: Hierarchy, seed: int) -> None:
+    """log P and log(1 − P), their gradients and the marginals equal a per-label loop in float64."""
+    z = torch.from_numpy(np.random.default_rng(seed).normal(0, 3, (3, h.num_labels))).requires_grad_()
+    plan = LevelPlan.build(h, "parents")
+    log_p, log_q = chain_rule_log(z, plan)
+    ref_p, ref_q = _naive_chain(h, z)
+    torch.testing.assert_close(log_p, ref_p)
+    torch.testing.assert_close(log_q, ref_q)
+    gp, gq = torch.rand_like(ref_p), torch.rand_like(ref_q)
+    (grad,) = torch.autograd.grad((log_p * gp).sum() + (log_q * gq).sum(), z)
+    (ref,) = torch.autograd.grad((ref_p * gp).sum() + (ref_q * gq).sum(), z)
+    torch.testing.assert_close(grad, ref)
+    torch.testing.assert_close(chain_rule_marginals(z, plan), ref_p.exp())
+    no_grad_p, no_grad_q = chain_rule_log(z.detach(), plan)
+    torch.testing.assert_close(no_grad_p, ref_p.detach())
+    torch.testing.assert_close(no_grad_q, ref_q.detach())
 
 
-@settings(max_examples=30, deadline=None)
-@given(random_dags(), st.integers(0, 2**31 - 1))
-def test_outputs_are_coherent(h: Hierarchy, seed: int) -> None:
-    """After either pass every parent scores at least as high as each of its children."""
-    x = torch.from_numpy(np.random.default_rng(seed).random((4, h.num_labels)))
-    for out in (max_over_descendants(x, h), min_over_ancestors(x, h)):
-        for p, c in h.edge_indices:
-            assert bool((out[:, p] >= out[:, c]).all())
+def _distinct(shape: tuple[int, ...], seed: int = 0) -> Tensor:
+    n = math.prod(shape)
+    return (torch.randperm(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) / n).view(shape)
 
 
-@settings(max_examples=40, deadline=None)
-@given(random_dags())
-def test_plans_group_edges_by_level(h: Hierarchy) -> None:
-    """upward groups edges by the parent's height, downward by the child's depth, levels ascending and each level in
-    canonical edge order (against a naive Python grouping)."""
-    for plan, level, by_parent in ((PropagationPlan.upward(h), h.heights, True),
-                                   (PropagationPlan.downward(h), h.depths, False)):
-        groups: dict[int, list[tuple[int, int]]] = {}
-        for p, c in h.edge_indices:
-            groups.setdefault(level[p] if by_parent else level[c], []).append((c, p) if by_parent else (p, c))
-        assert list(zip(plan.source.tolist(), plan.target.tolist())) == [e for k in sorted(groups) for e in groups[k]]
-        assert plan.sizes == tuple(len(groups[k]) for k in sorted(groups))
-        assert plan.reduce == ("amax" if by_parent else "amin")
+def test_gradcheck_and_double_backward() -> None:
+    """float64 gradcheck and gradgradcheck of all three operations (distinct values: no ties)."""
+    x = _distinct((3, DAG.num_labels)).requires_grad_()
+    up, down, par = (LevelPlan.build(DAG, k) for k in ("descendants", "ancestors", "parents"))  # type: ignore[arg-type]
+    assert torch.autograd.gradcheck(lambda v: closure_max(v, up), (x,))
+    assert torch.autograd.gradcheck(lambda v: closure_min(v, down), (x,))
+    assert torch.autograd.gradcheck(lambda v: chain_rule_log(v * 6 - 3, par), (x,))
+    assert torch.autograd.gradgradcheck(lambda v: closure_max(v, up) ** 2, (x,))
+    assert torch.autograd.gradgradcheck(lambda v: closure_min(v, down) ** 2, (x,))
+    assert torch.autograd.gradgradcheck(lambda v: [t ** 2 for t in chain_rule_log(v * 6 - 3, par)], (x,))
 
 
-def test_gradcheck_float64() -> None:
-    """Gradients of both passes are correct (float64 gradcheck, distinct values so no ties)."""
-    h = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"], "c": ["d"]})
-    x = torch.randperm(12, dtype=torch.float64).reshape(3, 4).div(12).requires_grad_()
-    assert torch.autograd.gradcheck(lambda v: max_over_descendants(v, h), (x,))
-    assert torch.autograd.gradcheck(lambda v: min_over_ancestors(v, h), (x,))
+def test_forward_mode_matches_reverse_mode() -> None:
+    """torch.func.jvp of every operation equals the Jacobian (from reverse mode) times the tangent."""
+    x, t = _distinct((2, DAG.num_labels)), torch.randn(2, DAG.num_labels, dtype=torch.float64)
+    up, down, par = (LevelPlan.build(DAG, k) for k in ("descendants", "ancestors", "parents"))  # type: ignore[arg-type]
+    fns = [lambda v: closure_max(v, up), lambda v: closure_min(v, down),
+           lambda v: torch.cat(chain_rule_log(v * 6 - 3, par), -1), lambda v: chain_rule_marginals(v, par)]
+    for fn in fns:
+        _, tangent = torch.func.jvp(fn, (x,), (t,))
+        jac = torch.autograd.functional.jacobian(fn, x)
+        torch.testing.assert_close(tangent, torch.einsum("ijkl,kl->ij", jac, t))
 
 
-def test_gradient_flows_to_the_argmax() -> None:
-    """The gradient of a parent's propagated score reaches the descendant that holds the max."""
-    h = Hierarchy.from_dict({"a": ["b"], "b": ["c"]})
-    x = torch.tensor([[0.1, 0.2, 0.9]], requires_grad=True)
-    max_over_descendants(x, h)[0, 0].backward()
-    assert x.grad is not None
-    assert x.grad.tolist() == [[0.0, 0.0, 1.0]]
+def test_per_sample_gradients_with_vmap() -> None:
+    """vmap(grad(...)) gives each sample's gradient, equal to a loop of single-sample gradients."""
+    x = torch.randn(5, DAG.num_labels, dtype=torch.float64)
+    up, par = LevelPlan.build(DAG, "descendants"), LevelPlan.build(DAG, "parents")
+    for loss in (lambda v: closure_max(v, up).sigmoid().sum(), lambda v: chain_rule_log(v, par)[1].sum(),
+                 lambda v: chain_rule_marginals(v, par).pow(2).sum()):
+        batched = torch.func.vmap(torch.func.grad(loss))(x)
+        looped = torch.stack([torch.func.grad(loss)(row) for row in x])
+        torch.testing.assert_close(batched, looped)
+        loop_autograd = torch.stack([torch.autograd.grad(loss(r := row.clone().requires_grad_()), r)[0] for row in x])
+        torch.testing.assert_close(batched, loop_autograd)
 
 
-def test_no_edges_is_identity() -> None:
-    """Without edges both passes return the input values."""
-    h = Hierarchy(["a", "b"])
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_compile_fullgraph(backend: str) -> None:
+    """All three operations compile with fullgraph=True; values and gradients equal eager."""
+    up, down, par = (LevelPlan.build(DAG, k) for k in ("descendants", "ancestors", "parents"))  # type: ignore[arg-type]
+
+    def f(v: Tensor) -> Tensor:
+        log_p, log_q = chain_rule_log(v, par)
+        return closure_max(v, up).sum() + closure_min(v, down).sum() + log_p.sum() + log_q.sum()
+
+    x = torch.randn(4, DAG.num_labels, requires_grad=True)
+    compiled = torch.compile(f, fullgraph=True, backend=backend)
+    torch.testing.assert_close(compiled(x), f(x))
+    torch.testing.assert_close(torch.autograd.grad(compiled(x), x)[0], torch.autograd.grad(f(x), x)[0])
+
+
+def test_no_host_read_in_forward_or_backward() -> None:
+    """Under FakeTensorMode any read of a value raises: forward and backward of every operation run there (so they
+    never synchronise with a GPU)."""
+    up, down, par = (LevelPlan.build(DAG, k) for k in ("descendants", "ancestors", "parents"))  # type: ignore[arg-type]
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        x = torch.randn(4, DAG.num_labels, requires_grad=True)
+        total = closure_max(x, up).sum() + closure_min(x, down).sum() + chain_rule_log(x, par)[1].sum()
+        total.backward()
+        with torch.no_grad():
+            closure_max(x, up), chain_rule_marginals(x, par)
+
+
+def test_autocast_and_low_precision() -> None:
+    """Under CPU autocast and on bfloat16 inputs the results equal the float32 computation on the same values."""
+    up, par = LevelPlan.build(DAG, "descendants"), LevelPlan.build(DAG, "parents")
+    x = torch.randn(4, DAG.num_labels).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = closure_max(x, up)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), closure_max(x.float(), up), rtol=0, atol=0)
+    torch.testing.assert_close(chain_rule_marginals(x, par).float(), chain_rule_marginals(x.float(), par), rtol=0.02,
+                               atol=0.01)
+
+
+def test_shapes_empty_and_depth() -> None:
+    """(C,), (N, C) and (A, B, C) inputs; no edges or no labels is the identity; a 3,000-label chain is exact."""
+    for shape in ((DAG.num_labels,), (3, DAG.num_labels), (2, 3, DAG.num_labels)):
+        x = torch.rand(shape)
+        flat = max_over_descendants(x.reshape(-1, DAG.num_labels), DAG)
+        torch.testing.assert_close(max_over_descendants(x, DAG), flat.reshape(shape))
+    flat_h = Hierarchy(["a", "b"])
     x = torch.rand(3, 2)
-    assert torch.equal(max_over_descendants(x, h), x)
-    assert torch.equal(min_over_ancestors(x, h), x)
+    assert torch.equal(max_over_descendants(x, flat_h), x) and torch.equal(min_over_ancestors(x, flat_h), x)
+    empty = Hierarchy([])
+    assert max_over_descendants(torch.rand(3, 0), empty).shape == (3, 0)
+    assert chain_rule_marginals(torch.rand(3, 0), LevelPlan.build(empty, "parents")).shape == (3, 0)
+    n = 3000
+    chain = Hierarchy.from_edges([(f"n{i}", f"n{i + 1}") for i in range(n - 1)])
+    order = [chain.index(f"n{i}") for i in range(n)]
+    x = torch.randn(2, n, requires_grad=True)
+    out = max_over_descendants(x, chain)
+    along = x[:, order]
+    expected = along.flip(-1).cummax(-1).values.flip(-1)  # max over the suffix of the path
+    torch.testing.assert_close(out[:, order], expected)
+    out.sum().backward()
+    assert x.grad is not None and float(x.grad.sum()) == pytest.approx(2 * n)
 
 
-def test_scalar_rejected() -> None:
-    """A 0-d tensor has no label dimension and is rejected."""
-    with pytest.raises(ValueError, match="Expected `values` with a label dimension"):
-        propagate_levels(torch.tensor(1.0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                         (), "amax")
+def test_errors_name_the_offender() -> None:
+    """A wrong label width names the expected and the given shape; an unknown plan kind is named."""
+    with pytest.raises(ValueError, match=r"Expected `input` of shape \(\.\.\., 6\), got \(4, 3\)"):
+        max_over_descendants(torch.rand(4, 3), DAG)
+    with pytest.raises(ValueError, match=r"Expected `input` of shape \(\.\.\., 6\), got \(\)"):
+        chain_rule_log(torch.tensor(1.0), LevelPlan.build(DAG, "parents"))
+    with pytest.raises(ValueError, match="kind must be 'descendants', 'ancestors' or 'parents', got 'up'"):
+        LevelPlan.build(DAG, "up")  # type: ignore[arg-type]

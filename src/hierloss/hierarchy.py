@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hierloss.propagation import PropagationPlan, propagate_levels
+from hierloss.propagation import LevelPlan, closure_max
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -518,7 +518,7 @@ class Hierarchy:
 
         Args:
             labels: ``(N, C)`` or ``(C,)`` 0/1 labels (bool, integer or float) as a NumPy array or a torch tensor
-                (which stays on its device), or a pandas DataFrame whose columns include every label (matched by
+                (which stays on its device), or a pandas DataFrame whose columns include every label once (matched by
                 name, in any order; other columns are returned untouched). Nullable pandas columns (``Int64``,
                 ``boolean``, ...) are accepted when they hold no missing value.
 
@@ -528,7 +528,8 @@ class Hierarchy:
 
         Raises:
             ValueError: if a value is not 0 or 1 (naming the column and the value), a DataFrame column holds missing
-                values (``<NA>``; naming the column), or the shape does not match.
+                values (``<NA>``; naming the column), a DataFrame holds a label column more than once (naming it),
+                or the shape does not match.
             TypeError: if ``labels`` is of another type, or a label column of a DataFrame has a dtype other than
                 bool, integer or float (naming the column).
         """
@@ -542,6 +543,14 @@ class Hierarchy:
             missing = [lab for lab in self._labels if lab not in labels.columns]
             if missing:
                 raise ValueError(f"DataFrame is missing hierarchy label columns: {missing!r}")
+            counts = labels.columns.value_counts()  # a repeated label would be selected twice and shift the rest
+            repeated = [lab for lab in self._labels if counts[lab] > 1]
+            if len(repeated) == 1:
+                raise ValueError(f"DataFrame has the label column {repeated[0]!r} {counts[repeated[0]]} times; "
+                                 "propagate needs each label column once")
+            if repeated:
+                raise ValueError(f"DataFrame has the label columns {repeated!r} more than once; propagate needs each "
+                                 "label column once")
             frame = labels.loc[:, list(self._labels)]
             values = self.propagate(self._frame_values(frame))
             out = labels.copy()
@@ -593,8 +602,7 @@ class Hierarchy:
                 raise ValueError(f"column {self._labels[col]!r} holds {value!r}; propagate expects 0/1 labels "
                                  f"({int(bad.sum())} such values in all)")
         positive = nonzero.to(torch.uint8)
-        plan = PropagationPlan.upward(self, y.device)
-        closed = propagate_levels(positive, plan.source, plan.target, plan.sizes, plan.reduce)
+        closed = closure_max(positive, LevelPlan.build(self, "descendants", y.device))
         if y.dtype == torch.bool:
             return closed.bool()
         return closed.to(y.dtype)

@@ -201,7 +201,7 @@ def test_compile_fullgraph(dag: Hierarchy) -> None:
 def test_buffers_state_dict_and_pickle(dag: Hierarchy) -> None:
     """The plan is stored as buffers (state_dict round trip) and the modules pickle."""
     criterion = MCLoss(dag)
-    assert set(criterion.state_dict()) == {"plan_source", "plan_target"}
+    assert set(criterion.state_dict()) == {"edge_index"}
     buffer = io.BytesIO()
     torch.save(criterion.state_dict(), buffer)
     buffer.seek(0)
@@ -241,16 +241,16 @@ def test_errors(dag: Hierarchy) -> None:
 
 
 def test_state_dict_of_another_hierarchy_is_refused() -> None:
-    """MCLoss / MaxConstraint refuse a state dict whose propagation plan belongs to another hierarchy, and keep
-    their own plan (the one of ``self.hierarchy``)."""
+    """MCLoss / MaxConstraint refuse a state dict saved over another hierarchy, naming the first differing edge, and
+    keep their own plan (the one of ``self.hierarchy``)."""
     h = Hierarchy.from_dict({"a": ["b", "c"], "b": ["d"]})
     other = Hierarchy.from_dict({"a": ["b", "c"], "c": ["d"]})
     scores = torch.tensor([[0.1, 0.2, 0.3, 0.9]])
     for cls in (MCLoss, MaxConstraint):
         module = cls(h)
-        with pytest.raises(RuntimeError, match=rf"plan_(source|target): the state dict was saved for another "
-                                               rf"hierarchy \(its propagation plan differs\); build the "
-                                               rf"{cls.__name__} from"):
+        with pytest.raises(RuntimeError, match=rf"edge_index: the state dict was saved for another hierarchy \(its "
+                                               rf"edge 2 joins label indices \(2, 3\); this hierarchy's edge 2 is "
+                                               rf"\('b', 'd'\) = \(1, 3\)\); build the {cls.__name__} from"):
             module.load_state_dict(cls(other).state_dict())
         for name, value in cls(h).state_dict().items():
             assert torch.equal(module.state_dict()[name], value)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from hierloss.layers._plan_module import PlanModule
-from hierloss.propagation import propagate_levels
+from hierloss._hierarchy_module import HierarchyModule
+from hierloss.hierarchy import Hierarchy
+from hierloss.propagation import closure_max
 
 __all__ = ["MaxConstraint"]
 
 
-class MaxConstraint(PlanModule):
+class MaxConstraint(HierarchyModule):
     """C-HMCNN's max-constraint module: each label's score becomes the max over itself and its descendants.
 
     Use it at inference on the sigmoid outputs of a head trained with :class:`MCLoss`:
     ``probs = MaxConstraint(hierarchy)(torch.sigmoid(logits))``. The output is coherent (``out[a] ≥ out[d]`` for
     every ancestor ``a`` of ``d``). It works on any monotone score (probabilities, logits, 0/1 labels) and is
-    differentiable (the gradient goes to the arg-max, split among ties). Functional twin:
+    differentiable (the gradient goes to the element holding the max; among ties, the one with the smallest
+    column index). Functional twin:
     :func:`hierloss.functional.max_over_descendants`.
 
     Args:
@@ -33,8 +35,11 @@ class MaxConstraint(PlanModule):
         tensor([[0.9000, 0.9000, 0.9000]])
     """
 
+    def __init__(self, hierarchy: Hierarchy) -> None:
+        super().__init__(hierarchy)
+        self._register_plan("plan", "descendants")
+
     def forward(self, input: Tensor) -> Tensor:
         """Max over self and descendants of ``input`` (``(..., C)`` scores)."""
         self._check_width(input)
-        plan = self._plan()
-        return propagate_levels(input, plan.source, plan.target, plan.sizes, "amax")
+        return closure_max(input, self._plan())

@@ -17,19 +17,20 @@ prediction; only the loss changes).
 
 from __future__ import annotations
 
+import typing
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from hierloss._autocast import autocast_disabled
+from hierloss._hierarchy_module import HierarchyModule
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_pos_weight, check_target, pos_weight_constant, validating
 from hierloss.hierarchy import Hierarchy
-from hierloss.layers._plan_module import PlanModule
-from hierloss.layers.chain_rule import _log_chain_rule
 from hierloss.losses._elementwise import check_pair
-from hierloss.propagation import PropagationPlan
+from hierloss.propagation import LevelPlan, chain_rule_labels_major
 
 __all__ = ["ChainRuleBCELoss", "ConditionalBCELoss", "chain_rule_bce_loss", "conditional_bce_loss"]
 
@@ -123,7 +124,7 @@ def _conditional_bce_loss(input: Tensor, target: Tensor, edge_index: Tensor, num
         return reduce_loss(loss, reduction, kept)
 
 
-class ConditionalBCELoss(nn.Module):
+class ConditionalBCELoss(HierarchyModule):
     """Conditional (chain-rule) BCE: each label trained only where all of its parents are positive;
     ``loss(logits, target)``.
 
@@ -150,21 +151,15 @@ class ConditionalBCELoss(nn.Module):
         >>> probs = marginals(logits)  # P(Cardiomegaly) = P(Cardiomegaly | Cardiac) · P(Cardiac)
     """
 
-    edge_index: Tensor
     num_parents: Tensor
     pos_weight: Tensor | None
 
     def __init__(self, hierarchy: Hierarchy, reduction: str = "mean", pos_weight: Tensor | None = None,
                  ignore_index: float | None = None, validate_args: bool = True) -> None:
-        super().__init__()
-        if not isinstance(hierarchy, Hierarchy):
-            raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
+        super().__init__(hierarchy)
         self.reduction = check_reduction(reduction)
         pos_weight = pos_weight_constant(pos_weight, hierarchy.labels)
-        self.hierarchy = hierarchy
-        edge_index = hierarchy.edge_index
-        self.register_buffer("edge_index", edge_index, persistent=False)  # derived from the hierarchy
-        self.register_buffer("num_parents", _parent_counts(edge_index, hierarchy.num_labels), persistent=False)
+        self.register_buffer("num_parents", _parent_counts(self.edge_index, hierarchy.num_labels), persistent=False)
         self.register_buffer("pos_weight", pos_weight)
         self.ignore_index = ignore_index
         self.validate_args = validate_args
@@ -177,8 +172,7 @@ class ConditionalBCELoss(nn.Module):
                                      self.pos_weight, self.ignore_index, self.validate_args, self.hierarchy.labels)
 
     def extra_repr(self) -> str:
-        return (f"num_labels={self.hierarchy.num_labels}, num_edges={self.hierarchy.num_edges}, "
-                f"reduction={self.reduction!r}")
+        return f"{super().extra_repr()}, reduction={self.reduction!r}"
 
 
 def chain_rule_bce_loss(
@@ -235,11 +229,11 @@ def chain_rule_bce_loss(
         raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
     if input.ndim != 2 or input.shape[1] != hierarchy.num_labels:
         raise ValueError(f"Expected `input` of shape (N, {hierarchy.num_labels}), got {tuple(input.shape)}")
-    return _chain_rule_bce_loss(input, target, PropagationPlan.downward(hierarchy, input.device), reduction,
+    return _chain_rule_bce_loss(input, target, LevelPlan.build(hierarchy, "parents", input.device), reduction,
                                 pos_weight, ignore_index, validate_args, hierarchy.labels)
 
 
-def _chain_rule_bce_loss(input: Tensor, target: Tensor, plan: PropagationPlan, reduction: str,
+def _chain_rule_bce_loss(input: Tensor, target: Tensor, plan: LevelPlan, reduction: str,
                          pos_weight: Tensor | None, ignore_index: float | None, validate_args: bool,
                          labels: tuple[str, ...] | None) -> Tensor:
     """:func:`chain_rule_bce_loss` on a downward plan (:class:`ChainRuleBCELoss` passes its buffers)."""
@@ -248,7 +242,8 @@ def _chain_rule_bce_loss(input: Tensor, target: Tensor, plan: PropagationPlan, r
         x = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)
         y = clean.to(x.dtype)
-        log_p, log_q = _log_chain_rule(x, plan)
+        log_pt, log_qt = chain_rule_labels_major(x.t(), plan)  # labels-major (C, N); read back transposed
+        log_p, log_q = log_pt.t(), typing.cast(Tensor, log_qt).t()
         positive = y * log_p if pos_weight is None else y * log_p * pos_weight.to(x.dtype)
         loss = -(positive + (1 - y) * log_q)
         if valid is not None:
@@ -256,7 +251,7 @@ def _chain_rule_bce_loss(input: Tensor, target: Tensor, plan: PropagationPlan, r
         return reduce_loss(loss, reduction, valid)
 
 
-class ChainRuleBCELoss(PlanModule):
+class ChainRuleBCELoss(HierarchyModule):
     """BCE of the chain rule's marginals on every sample (the fine-tuning stage of conditional training);
     ``loss(logits, target)``.
 
@@ -289,7 +284,8 @@ class ChainRuleBCELoss(PlanModule):
 
     def __init__(self, hierarchy: Hierarchy, reduction: str = "mean", pos_weight: Tensor | None = None,
                  ignore_index: float | None = None, validate_args: bool = True) -> None:
-        super().__init__(hierarchy, direction="down")
+        super().__init__(hierarchy)
+        self._register_plan("plan", "parents")
         self.reduction = check_reduction(reduction)
         self.register_buffer("pos_weight", pos_weight_constant(pos_weight, hierarchy.labels))
         self.ignore_index = ignore_index

@@ -10,7 +10,8 @@ and predicts with ``MCM(h)`` at inference. Because ``σ`` is increasing, ``MCM(�
 BCE-with-logits on the *constrained logits* ``where(y, MCM(where(y, z, −∞)), MCM(z))``. That is the same loss
 (no probability clamping needed), never masks raw logits with 0 (which would push every constrained logit to
 ``≥ 0``), and never builds the dense ``(N, C, C)`` tensor of the authors' code: the max over descendants is the
-level-wise kernel of :mod:`hierloss.propagation`, ``O(N·(C + E))`` memory.
+propagation engine's (:mod:`hierloss.propagation`), ``O(N·(C + E))`` time and memory, with a written
+backward; both propagations run in one walk.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hierloss._autocast import autocast_disabled
+from hierloss._hierarchy_module import HierarchyModule
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_target, validating
 from hierloss.hierarchy import Hierarchy
-from hierloss.layers._plan_module import PlanModule
 from hierloss.losses._elementwise import check_pair
-from hierloss.propagation import PropagationPlan, propagate_levels
+from hierloss.propagation import LevelPlan, extremum_labels_major
 
 __all__ = ["MCLoss", "mc_loss"]
 
@@ -71,11 +72,11 @@ def mc_loss(
     """
     if not isinstance(hierarchy, Hierarchy):
         raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
-    return _mc_loss(input, target, PropagationPlan.upward(hierarchy, input.device), reduction, ignore_index,
+    return _mc_loss(input, target, LevelPlan.build(hierarchy, "descendants", input.device), reduction, ignore_index,
                     validate_args, hierarchy.labels)
 
 
-def _mc_loss(input: Tensor, target: Tensor, plan: PropagationPlan, reduction: str, ignore_index: float | None,
+def _mc_loss(input: Tensor, target: Tensor, plan: LevelPlan, reduction: str, ignore_index: float | None,
              validate_args: bool, labels: tuple[str, ...]) -> Tensor:
     """:func:`mc_loss` with the hierarchy's upward plan given (:class:`MCLoss` keeps it in buffers)."""
     check_reduction(reduction)
@@ -87,9 +88,12 @@ def _mc_loss(input: Tensor, target: Tensor, plan: PropagationPlan, reduction: st
         clean, valid = target_mask(target, ignore_index)
         y = clean.to(z.dtype)
         positive = y > 0.5
-        constrained = propagate_levels(z, plan.source, plan.target, plan.sizes, "amax")
-        on_path = propagate_levels(torch.where(positive, z, float("-inf")), plan.source, plan.target, plan.sizes,
-                                   "amax")
+        # MCM(z) and MCM(where(y, z, −inf)) in one labels-major walk of the engine, (C, 2N); the `where` below
+        # reads the transposed halves, so no separate transposition is needed
+        n = z.shape[0]
+        both = extremum_labels_major(torch.cat((z.t(), torch.where(positive, z, float("-inf")).t()), dim=1), plan,
+                                     largest=True)
+        constrained, on_path = both[:, :n].t(), both[:, n:].t()
         # on_path is finite wherever positive (it is at least z there); -inf entries are never selected
         logits = torch.where(positive, on_path, constrained)
         loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
@@ -98,7 +102,7 @@ def _mc_loss(input: Tensor, target: Tensor, plan: PropagationPlan, reduction: st
         return reduce_loss(loss, reduction, valid)
 
 
-class MCLoss(PlanModule):
+class MCLoss(HierarchyModule):
     """C-HMCNN's training loss (Giunchiglia & Lukasiewicz, NeurIPS 2020); ``loss(logits, target)``.
 
     ``BCE((1 − y)·MCM(h) + y·MCM(y·h), y)`` with ``h = σ(logits)``, averaged over ``N·C``; see :func:`mc_loss`.
@@ -130,6 +134,7 @@ class MCLoss(PlanModule):
     def __init__(self, hierarchy: Hierarchy, reduction: str = "mean", ignore_index: float | None = None,
                  validate_args: bool = True) -> None:
         super().__init__(hierarchy)
+        self._register_plan("plan", "descendants")
         self.reduction = check_reduction(reduction)
         self.ignore_index = ignore_index
         self.validate_args = validate_args

@@ -22,6 +22,7 @@ from hierloss.propagation import (
     chain_rule_marginals,
     closure_max,
     closure_min,
+    constrained_logits,
     max_over_descendants,
     min_over_ancestors,
 )
@@ -152,6 +153,27 @@ def _distinct(shape: tuple[int, ...], seed: int = 0) -> Tensor:
     return (torch.randperm(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) / n).view(shape)
 
 
+@settings(max_examples=40, deadline=None)
+@given(random_dags(), st.integers(0, 2**31 - 1), st.booleans())
+def test_constrained_logits_match_two_max_passes(h: Hierarchy, seed: int, ties: bool) -> None:
+    """C-HMCNN's constrained logits equal where(y, MCM(where(y, z, −inf)), MCM(z)) computed with two plain passes, and
+    their gradient goes, per element, to the element its selected max came from (the smallest index among ties)."""
+    rng = np.random.default_rng(seed)
+    z = rng.integers(0, 3, (4, h.num_labels)).astype(float) if ties else rng.normal(size=(4, h.num_labels))
+    y = rng.random((4, h.num_labels)) < 0.4
+    on, on_arg = _naive_extremum(h, np.where(y, z, -np.inf), True)
+    off, off_arg = _naive_extremum(h, z, True)
+    t = torch.tensor(z, requires_grad=True)
+    out = constrained_logits(t, torch.from_numpy(y), LevelPlan.build(h, "descendants"))
+    torch.testing.assert_close(out, torch.from_numpy(np.where(y, on, off)), rtol=0, atol=0)
+    weights = torch.rand(4, h.num_labels, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((out * weights).sum(), t)
+    arg = torch.from_numpy(np.where(y, on_arg, off_arg))
+    torch.testing.assert_close(grad, torch.zeros_like(weights).scatter_add_(1, arg, weights))
+    no_grad = constrained_logits(t.detach(), torch.from_numpy(y), LevelPlan.build(h, "descendants"))
+    torch.testing.assert_close(no_grad, out.detach(), rtol=0, atol=0)
+
+
 def test_gradcheck_and_double_backward() -> None:
     """float64 gradcheck and gradgradcheck of all three operations (distinct values: no ties)."""
     x = _distinct((3, DAG.num_labels)).requires_grad_()
@@ -162,13 +184,17 @@ def test_gradcheck_and_double_backward() -> None:
     assert torch.autograd.gradgradcheck(lambda v: closure_max(v, up) ** 2, (x,))
     assert torch.autograd.gradgradcheck(lambda v: closure_min(v, down) ** 2, (x,))
     assert torch.autograd.gradgradcheck(lambda v: [t ** 2 for t in chain_rule_log(v * 6 - 3, par)], (x,))
+    positive = torch.rand(3, DAG.num_labels) < 0.5
+    assert torch.autograd.gradcheck(lambda v: constrained_logits(v, positive, up), (x,))
+    assert torch.autograd.gradgradcheck(lambda v: constrained_logits(v, positive, up) ** 2, (x,))
 
 
 def test_forward_mode_matches_reverse_mode() -> None:
     """torch.func.jvp of every operation equals the Jacobian (from reverse mode) times the tangent."""
     x, t = _distinct((2, DAG.num_labels)), torch.randn(2, DAG.num_labels, dtype=torch.float64)
     up, down, par = (LevelPlan.build(DAG, k) for k in ("descendants", "ancestors", "parents"))  # type: ignore[arg-type]
-    fns = [lambda v: closure_max(v, up), lambda v: closure_min(v, down),
+    positive = torch.rand(2, DAG.num_labels) < 0.5
+    fns = [lambda v: closure_max(v, up), lambda v: closure_min(v, down), lambda v: constrained_logits(v, positive, up),
            lambda v: torch.cat(chain_rule_log(v * 6 - 3, par), -1), lambda v: chain_rule_marginals(v, par)]
     for fn in fns:
         _, tangent = torch.func.jvp(fn, (x,), (t,))
@@ -180,8 +206,10 @@ def test_per_sample_gradients_with_vmap() -> None:
     """vmap(grad(...)) gives each sample's gradient, equal to a loop of single-sample gradients."""
     x = torch.randn(5, DAG.num_labels, dtype=torch.float64)
     up, par = LevelPlan.build(DAG, "descendants"), LevelPlan.build(DAG, "parents")
+    positive = torch.rand(DAG.num_labels) < 0.5
     for loss in (lambda v: closure_max(v, up).sigmoid().sum(), lambda v: chain_rule_log(v, par)[1].sum(),
-                 lambda v: chain_rule_marginals(v, par).pow(2).sum()):
+                 lambda v: chain_rule_marginals(v, par).pow(2).sum(),
+                 lambda v: constrained_logits(v.unsqueeze(0), positive.unsqueeze(0), up).sigmoid().sum()):
         batched = torch.func.vmap(torch.func.grad(loss))(x)
         looped = torch.stack([torch.func.grad(loss)(row) for row in x])
         torch.testing.assert_close(batched, looped)
@@ -196,7 +224,8 @@ def test_compile_fullgraph(backend: str) -> None:
 
     def f(v: Tensor) -> Tensor:
         log_p, log_q = chain_rule_log(v, par)
-        return closure_max(v, up).sum() + closure_min(v, down).sum() + log_p.sum() + log_q.sum()
+        return (closure_max(v, up).sum() + closure_min(v, down).sum() + log_p.sum() + log_q.sum()
+                + constrained_logits(v, v > 0, up).sum())
 
     x = torch.randn(4, DAG.num_labels, requires_grad=True)
     compiled = torch.compile(f, fullgraph=True, backend=backend)
@@ -210,10 +239,11 @@ def test_no_host_read_in_forward_or_backward() -> None:
     up, down, par = (LevelPlan.build(DAG, k) for k in ("descendants", "ancestors", "parents"))  # type: ignore[arg-type]
     with FakeTensorMode(allow_non_fake_inputs=True):
         x = torch.randn(4, DAG.num_labels, requires_grad=True)
-        total = closure_max(x, up).sum() + closure_min(x, down).sum() + chain_rule_log(x, par)[1].sum()
+        total = (closure_max(x, up).sum() + closure_min(x, down).sum() + chain_rule_log(x, par)[1].sum()
+                 + constrained_logits(x, x > 0, up).sum())
         total.backward()
         with torch.no_grad():
-            closure_max(x, up), chain_rule_marginals(x, par)
+            closure_max(x, up), chain_rule_marginals(x, par), constrained_logits(x, x > 0, up)
 
 
 def test_autocast_and_low_precision() -> None:
@@ -250,6 +280,20 @@ def test_shapes_empty_and_depth() -> None:
     torch.testing.assert_close(out[:, order], expected)
     out.sum().backward()
     assert x.grad is not None and float(x.grad.sum()) == pytest.approx(2 * n)
+
+
+def test_inputs_are_never_written() -> None:
+    """The walks write into copies: a single row, a (C,) vector and a batch are left as they were, with and without
+    gradients."""
+    up, down, par = (LevelPlan.build(DAG, k) for k in ("descendants", "ancestors", "parents"))  # type: ignore[arg-type]
+    for shape in ((DAG.num_labels,), (1, DAG.num_labels), (4, DAG.num_labels)):
+        for grad in (False, True):
+            x = torch.randn(shape, requires_grad=grad)
+            before = x.detach().clone()
+            closure_max(x, up), closure_min(x, down), chain_rule_log(x, par)
+            if x.ndim == 2:
+                constrained_logits(x, x.detach() > 0, up)
+            assert torch.equal(x.detach(), before)
 
 
 def test_errors_name_the_offender() -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "chain_rule_marginals",
     "closure_max",
     "closure_min",
+    "constrained_logits",
     "max_over_descendants",
     "min_over_ancestors",
 ]
@@ -160,21 +161,6 @@ def _check_width(input: Tensor, num_labels: int) -> None:
         raise ValueError(f"Expected `input` of shape (..., {num_labels}), got {tuple(input.shape)}")
 
 
-def _labels_major(input: Tensor, num_labels: int) -> Tensor:
-    """``(..., C)`` → a ``(C, M)`` view where the strides allow (shapes only: ``C = 0`` works)."""
-    return input.reshape(math.prod(input.shape[:-1]), num_labels).t()
-
-
-def _from_labels_major(out: Tensor, like: Tensor) -> Tensor:
-    """A ``(C, M)`` result → the shape of ``like`` (``(..., C)``), contiguous."""
-    return out.t().contiguous().view(like.shape)
-
-
-def _fresh(xt: Tensor) -> Tensor:
-    """A contiguous copy of ``xt`` that the walk may write into."""
-    return xt.clone(memory_format=torch.contiguous_format)
-
-
 def _walk_values(xt: Tensor, plan: LevelPlan, largest: bool) -> None:
     """In place on ``(C, M)``: each written label takes the max (min) over its row, group after group."""
     m = xt.shape[1]
@@ -187,7 +173,7 @@ def _walk_values(xt: Tensor, plan: LevelPlan, largest: bool) -> None:
 
 
 def _walk_with_arg(xt: Tensor, plan: LevelPlan, largest: bool) -> Tensor:
-    """In place as :func:`_walk_values`; returns the ``(C, M)`` long arg: the smallest column index among the
+    """In place as :func:`_walk_values`; returns the ``(C, M)`` int32 arg: the smallest column index among the
     elements of each label's closure that hold its extremum."""
     c, m = xt.shape
     # int32 while walking (its reductions vectorise where int64's do not), filled by copy (a broadcast copy is fast)
@@ -205,19 +191,25 @@ def _walk_with_arg(xt: Tensor, plan: LevelPlan, largest: bool) -> Tensor:
         held = short.to(torch.int32).mul_(c).add_(arg.index_select(0, flat).view(k, width, m))
         xt.index_copy_(0, nodes, best)
         arg.index_copy_(0, nodes, held.amin(1))
-    return arg.long()
+    return arg
+
+
+def _rows_long(arg: Tensor) -> Tensor:
+    """A labels-major int32 arg ``(C, M)`` → samples-major int64 ``(M, C)``, the layout the gradients scatter in
+    (transposed in int32, then widened: faster than both at once)."""
+    return arg.t().contiguous().long()
 
 
 class _Extremum(torch.autograd.Function):
-    """Max (min) over each label's closure, labels-major ``(C, M)``, with the arg kept for a one-``scatter_add``
-    backward."""
+    """Max (min) over each label's closure of ``(M, C)`` rows, walked labels-major, with the arg kept for a
+    one-``scatter_add`` backward."""
 
     @staticmethod
-    def forward(xt: Tensor, nodes: Tensor, neighbours: Tensor, groups: tuple[tuple[int, int], ...],
+    def forward(x: Tensor, nodes: Tensor, neighbours: Tensor, groups: tuple[tuple[int, int], ...],
                 largest: bool) -> tuple[Tensor, Tensor]:
-        out = _fresh(xt)
-        plan = LevelPlan(nodes, neighbours, groups, out.shape[0], "descendants")
-        return out, _walk_with_arg(out, plan, largest)
+        xt = x.t().clone(memory_format=torch.contiguous_format)  # a copy even where .contiguous() would be a view
+        arg = _walk_with_arg(xt, LevelPlan(nodes, neighbours, groups, x.shape[1], "descendants"), largest)
+        return xt.t().contiguous(), _rows_long(arg)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
@@ -230,17 +222,16 @@ class _Extremum(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor, grad_arg: Tensor | None) -> tuple[Tensor | None, ...]:
         (arg,) = ctx.saved_tensors
         grad = torch.zeros(arg.shape, dtype=grad_out.dtype, device=grad_out.device)
-        return grad.scatter_add(0, arg, grad_out), None, None, None, None  # differentiable in grad_out
+        return grad.scatter_add(1, arg, grad_out), None, None, None, None  # differentiable: double backward works
 
     @staticmethod
-    def vmap(info: Any, in_dims: tuple[Any, ...], xt: Tensor, *rest: Any) -> tuple[tuple[Tensor, Tensor],
-                                                                                    tuple[int, int]]:
-        # (C, M) per batch entry: run the batch as (C, B·M) columns
-        b = info.batch_size
-        xt = xt.movedim(in_dims[0], 1) if in_dims[0] is not None else xt.unsqueeze(1).expand(-1, b, -1)
-        c, _, m = xt.shape
-        out, arg = _Extremum.apply(xt.reshape(c, b * m), *rest)  # type: ignore[no-untyped-call]
-        return (out.view(c, b, m), arg.view(c, b, m)), (1, 1)
+    def vmap(info: Any, in_dims: tuple[Any, ...], x: Tensor, *rest: Any) -> tuple[tuple[Tensor, Tensor],
+                                                                                   tuple[int, int]]:
+        # the batch of (M, C) rows runs as (B·M, C) rows
+        x = x.movedim(in_dims[0], 0) if in_dims[0] is not None else x.expand(info.batch_size, *x.shape)
+        b, m, c = x.shape
+        out, arg = _Extremum.apply(x.reshape(b * m, c), *rest)  # type: ignore[no-untyped-call]
+        return (out.view(b, m, c), arg.view(b, m, c)), (0, 0)
 
 
 class _ExtremumForwardAD(_Extremum):
@@ -250,33 +241,111 @@ class _ExtremumForwardAD(_Extremum):
     @staticmethod
     def jvp(ctx: Any, tangent: Tensor, *_: Any) -> tuple[Tensor, None]:
         (arg,) = ctx.saved_tensors
-        return tangent.gather(0, arg), None
+        return tangent.gather(1, arg), None
 
 
-def extremum_labels_major(xt: Tensor, plan: LevelPlan, largest: bool) -> Tensor:
-    """Max (``largest``) over each label's closure on a ``'descendants'`` plan, or min on an ``'ancestors'`` plan,
-    of a labels-major ``(C, M)`` tensor (any strides); returns a new ``(C, M)`` tensor, differentiable."""
+def _extremum(input: Tensor, plan: LevelPlan, largest: bool) -> Tensor:
+    _check_width(input, plan.num_labels)
+    rows = input.reshape(math.prod(input.shape[:-1]), plan.num_labels)
     if not plan.groups:
-        return xt.clone()
-    if torch.is_grad_enabled() and xt.requires_grad:
+        return input.clone()
+    if torch.is_grad_enabled() and input.requires_grad:
         fn = _Extremum if torch.compiler.is_compiling() else _ExtremumForwardAD
-        out, _ = fn.apply(xt, plan.nodes, plan.neighbours, plan.groups, largest)  # type: ignore[no-untyped-call]
-        return typing.cast(Tensor, out)
-    out = _fresh(xt)
-    _walk_values(out, plan, largest)
-    return out
+        out, _ = fn.apply(rows, plan.nodes, plan.neighbours, plan.groups, largest)  # type: ignore[no-untyped-call]
+        return typing.cast(Tensor, out).view(input.shape)
+    xt = rows.t().clone(memory_format=torch.contiguous_format)  # written in place: never a view of the input
+    _walk_values(xt, plan, largest)
+    return xt.t().contiguous().view(input.shape)
 
 
 def closure_max(input: Tensor, plan: LevelPlan) -> Tensor:
     """:func:`max_over_descendants` on a ``'descendants'`` plan (modules pass the one in their buffers)."""
-    _check_width(input, plan.num_labels)
-    return _from_labels_major(extremum_labels_major(_labels_major(input, plan.num_labels), plan, True), input)
+    return _extremum(input, plan, largest=True)
 
 
 def closure_min(input: Tensor, plan: LevelPlan) -> Tensor:
     """:func:`min_over_ancestors` on an ``'ancestors'`` plan."""
-    _check_width(input, plan.num_labels)
-    return _from_labels_major(extremum_labels_major(_labels_major(input, plan.num_labels), plan, False), input)
+    return _extremum(input, plan, largest=False)
+
+
+class _ConstrainedLogits(torch.autograd.Function):
+    """C-HMCNN's constrained logits ``where(y, MCM(where(y, z, −inf)), MCM(z))`` in one walk over ``(C, 2N)``, each
+    element's gradient sent to the one element its selected max came from."""
+
+    @staticmethod
+    def forward(z: Tensor, positive: Tensor, nodes: Tensor, neighbours: Tensor,
+                groups: tuple[tuple[int, int], ...]) -> tuple[Tensor, Tensor]:
+        n, c = z.shape
+        xt = torch.empty(c, 2 * n, dtype=z.dtype, device=z.device)
+        xt[:, :n].copy_(z.t())
+        xt[:, n:].copy_(torch.where(positive, z, float("-inf")).t())
+        arg = _walk_with_arg(xt, LevelPlan(nodes, neighbours, groups, c, "descendants"), True)
+        pos_t = positive.t()
+        logits = torch.where(pos_t, xt[:, n:], xt[:, :n]).t().contiguous()
+        return logits, _rows_long(torch.where(pos_t, arg[:, n:], arg[:, :n]))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        arg = output[1]
+        ctx.mark_non_differentiable(arg)
+        ctx.save_for_backward(arg)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor, grad_arg: Tensor | None) -> tuple[Tensor | None, ...]:
+        (arg,) = ctx.saved_tensors
+        grad = torch.zeros(arg.shape, dtype=grad_out.dtype, device=grad_out.device)
+        return grad.scatter_add(1, arg, grad_out), None, None, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], z: Tensor, positive: Tensor, *rest: Any) -> tuple[
+            tuple[Tensor, Tensor], tuple[int, int]]:
+        b = info.batch_size
+        z = z.movedim(in_dims[0], 0) if in_dims[0] is not None else z.expand(b, *z.shape)
+        positive = (positive.movedim(in_dims[1], 0) if in_dims[1] is not None
+                    else positive.expand(b, *positive.shape))
+        _, n, c = z.shape
+        logits, arg = _ConstrainedLogits.apply(  # type: ignore[no-untyped-call]
+            z.reshape(b * n, c), positive.reshape(b * n, c), *rest)
+        return (logits.view(b, n, c), arg.view(b, n, c)), (0, 0)
+
+
+class _ConstrainedLogitsForwardAD(_ConstrainedLogits):
+    """:class:`_ConstrainedLogits` with a forward-mode rule; eager only (see :class:`_ExtremumForwardAD`)."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        _ConstrainedLogits.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(output[1])
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: Tensor, *_: Any) -> tuple[Tensor, None]:
+        (arg,) = ctx.saved_tensors
+        return tangent.gather(1, arg), None
+
+
+def constrained_logits(input: Tensor, positive: Tensor, plan: LevelPlan) -> Tensor:
+    """C-HMCNN's constrained logits on a ``'descendants'`` plan: ``MCM(where(y, z, −inf))`` where ``positive`` and
+    ``MCM(z)`` elsewhere, ``MCM`` the max over self and descendants (:class:`~hierloss.losses.MCLoss` trains on
+    them). One walk for both, and a one-``scatter_add`` backward.
+
+    Args:
+        input: ``(N, C)`` logits ``z``.
+        positive: ``(N, C)`` bool, the positive targets ``y``.
+        plan: the hierarchy's ``'descendants'`` plan.
+    """
+    if input.ndim != 2 or input.shape[1] != plan.num_labels:
+        raise ValueError(f"Expected `input` of shape (N, {plan.num_labels}), got {tuple(input.shape)}")
+    if not plan.groups:
+        return input.clone()
+    if torch.is_grad_enabled() and input.requires_grad:
+        fn = _ConstrainedLogits if torch.compiler.is_compiling() else _ConstrainedLogitsForwardAD
+        out, _ = fn.apply(input, positive, plan.nodes, plan.neighbours,  # type: ignore[no-untyped-call]
+                          plan.groups)
+        return typing.cast(Tensor, out)
+    n = input.shape[0]
+    xt = torch.cat((input.t(), torch.where(positive, input, float("-inf")).t()), dim=1)
+    _walk_values(xt, plan, largest=True)
+    return torch.where(positive.t(), xt[:, n:], xt[:, :n]).t().contiguous()
 
 
 def max_over_descendants(input: Tensor, hierarchy: Hierarchy) -> Tensor:
@@ -350,40 +419,42 @@ def _chain_forward(zt: Tensor, plan: LevelPlan, with_q: bool) -> tuple[Tensor, T
 
 
 class _ChainRule(torch.autograd.Function):
-    """``(log P, log(1 − P))`` of the chain rule's marginals, labels-major, with a written backward (one walk
-    back)."""
+    """``(log P, log(1 − P))`` of the chain rule's marginals for ``(M, C)`` rows of conditional logits, walked
+    labels-major, with a written backward (one walk back)."""
 
     @staticmethod
-    def forward(zt: Tensor, nodes: Tensor, neighbours: Tensor,
+    def forward(z: Tensor, nodes: Tensor, neighbours: Tensor,
                 groups: tuple[tuple[int, int], ...]) -> tuple[Tensor, Tensor, Tensor]:
-        zt = zt.contiguous()
-        plan = LevelPlan(nodes, neighbours, groups, zt.shape[0], "parents")
-        log_p, log_q, parent = _chain_forward(zt, plan, with_q=True)
-        return log_p, typing.cast(Tensor, log_q), parent
+        plan = LevelPlan(nodes, neighbours, groups, z.shape[1], "parents")
+        log_p, log_q, parent = _chain_forward(z.t().contiguous(), plan, with_q=True)
+        return log_p.t().contiguous(), typing.cast(Tensor, log_q).t().contiguous(), parent
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-        zt, nodes, _, groups = inputs
+        z, nodes, _, groups = inputs
         _, log_q, parent = output
         ctx.mark_non_differentiable(parent)
-        ctx.save_for_backward(zt, log_q, parent, nodes)
-        ctx.save_for_forward(zt, log_q, parent, nodes)
+        # the backward reads only differentiable tensors (z, log q) and the parent indices: double backward works
+        ctx.save_for_backward(z, log_q, parent, nodes)
+        ctx.save_for_forward(z, log_q, parent, nodes)
         ctx.groups = groups
 
     @staticmethod
     def backward(ctx: Any, grad_p: Tensor | None, grad_q: Tensor | None, _: Any) -> tuple[Tensor | None, ...]:
-        zt, log_q, parent, nodes = ctx.saved_tensors
-        gp = torch.zeros_like(zt, memory_format=torch.contiguous_format)
-        gq = torch.zeros_like(gp)
+        z, log_q, parent, nodes = ctx.saved_tensors
+        zt, log_qt = z.t().contiguous(), log_q.t().contiguous()
+        # fresh labels-major accumulators, made from zt so that under torch.func.vmap they are batched like the
+        # indices written into them (an incoming gradient may not be: the gradient of a sum is not)
+        gp, gq = torch.zeros_like(zt), torch.zeros_like(zt)
         if grad_p is not None:
-            gp.copy_(grad_p)
+            gp += grad_p.t()
         if grad_q is not None:
-            gq.copy_(grad_q)
+            gq += grad_q.t()
         b = F.logsigmoid(zt)
         # w: the weight of logaddexp's second term in log(1 − P) = logaddexp(a, b + parent's); roots: 0 (their
         # parent entry is themselves)
         own = torch.arange(zt.shape[0], device=zt.device).unsqueeze(1)
-        w_all = torch.where(parent != own, torch.exp(b + log_q.gather(0, parent) - log_q), 0.0)
+        w = torch.where(parent != own, torch.exp(b + log_qt.gather(0, parent) - log_qt), 0.0)
         # walk back, deepest group first: a label passes its gradient on to the parent it took its marginal from
         # (times w for log(1 − P))
         n1 = nodes.numel()
@@ -392,20 +463,19 @@ class _ChainRule(torch.autograd.Function):
             nodes_g = nodes[n1:n1 + k]
             pick = parent.index_select(0, nodes_g)
             gp.scatter_add_(0, pick, gp.index_select(0, nodes_g))
-            gq.scatter_add_(0, pick, gq.index_select(0, nodes_g) * w_all.index_select(0, nodes_g))
+            gq.scatter_add_(0, pick, gq.index_select(0, nodes_g) * w.index_select(0, nodes_g))
         s = torch.sigmoid(zt)
         # d b / dz = 1 − σ(z), d a / dz = −σ(z); d log(1 − P) = (1 − w)·da + w·db
-        grad_z = gp.mul_(1 - s).add_(gq.mul_(w_all - s))
-        return grad_z, None, None, None
+        grad_z = gp * (1 - s) + gq * (w - s)
+        return grad_z.t(), None, None, None
 
     @staticmethod
-    def vmap(info: Any, in_dims: tuple[Any, ...], zt: Tensor, *rest: Any) -> tuple[tuple[Tensor, ...],
-                                                                                   tuple[int, ...]]:
-        b = info.batch_size
-        zt = zt.movedim(in_dims[0], 1) if in_dims[0] is not None else zt.unsqueeze(1).expand(-1, b, -1)
-        c, _, m = zt.shape
-        outs = _ChainRule.apply(zt.reshape(c, b * m), *rest)  # type: ignore[no-untyped-call]
-        return tuple(o.view(c, b, m) for o in outs), (1, 1, 1)
+    def vmap(info: Any, in_dims: tuple[Any, ...], z: Tensor, *rest: Any) -> tuple[tuple[Tensor, ...],
+                                                                                  tuple[Any, ...]]:
+        z = z.movedim(in_dims[0], 0) if in_dims[0] is not None else z.expand(info.batch_size, *z.shape)
+        b, m, c = z.shape
+        log_p, log_q, parent = _ChainRule.apply(z.reshape(b * m, c), *rest)  # type: ignore[no-untyped-call]
+        return (log_p.view(b, m, c), log_q.view(b, m, c), parent.view(c, b, m)), (0, 0, 1)
 
 
 class _ChainRuleForwardAD(_ChainRule):
@@ -416,36 +486,38 @@ class _ChainRuleForwardAD(_ChainRule):
     def jvp(ctx: Any, tangent: Tensor, *_: Any) -> tuple[Tensor, Tensor, None]:
         # forward mode walks the levels as the forward does: t_p = b'·t + t_p(parent), and t_q = (1 − w)·a'·t +
         # w·(b'·t + t_q(parent)) with a' = −σ, b' = 1 − σ and w the weight of logaddexp's second term
-        zt, log_q, parent, nodes = ctx.saved_tensors
+        z, log_q, parent, nodes = ctx.saved_tensors
+        zt, log_qt = z.t(), log_q.t()
         s = torch.sigmoid(zt)
-        t = tangent.contiguous()
-        tb = (1 - s) * t
+        t = tangent.t()
+        tb = ((1 - s) * t).contiguous()
         tp = tb.clone()
-        tq = -s * t
+        tq = (-s * t).contiguous()
         n0 = 0
         for k, _width in ctx.groups:
             nodes_g = nodes[n0:n0 + k]
             n0 += k
             pick = parent.index_select(0, nodes_g)
             b = F.logsigmoid(zt.index_select(0, nodes_g))
-            w = torch.exp(b + log_q.gather(0, pick) - log_q.index_select(0, nodes_g))
+            w = torch.exp(b + log_qt.gather(0, pick) - log_qt.index_select(0, nodes_g))
             tb_g = tb.index_select(0, nodes_g)
             tp.index_copy_(0, nodes_g, tb_g + tp.gather(0, pick))
             tq.index_copy_(0, nodes_g, (1 - w) * tq.index_select(0, nodes_g) + w * (tb_g + tq.gather(0, pick)))
-        return tp, tq, None
+        return tp.t(), tq.t(), None
 
 
-def chain_rule_labels_major(zt: Tensor, plan: LevelPlan, with_q: bool = True) -> tuple[Tensor, Tensor | None]:
-    """``(log P, log(1 − P))`` (the second ``None`` unless ``with_q``) of labels-major ``(C, M)`` conditional
-    logits on a ``'parents'`` plan; ``(C, M)`` results, differentiable."""
+def _chain(input: Tensor, plan: LevelPlan, with_q: bool) -> tuple[Tensor, Tensor | None]:
+    _check_width(input, plan.num_labels)
+    rows = input.reshape(math.prod(input.shape[:-1]), plan.num_labels)
     if not plan.groups:
-        return F.logsigmoid(zt), (F.logsigmoid(-zt) if with_q else None)
-    if torch.is_grad_enabled() and zt.requires_grad:
+        return F.logsigmoid(input), (F.logsigmoid(-input) if with_q else None)
+    if torch.is_grad_enabled() and input.requires_grad:
         fn = _ChainRule if torch.compiler.is_compiling() else _ChainRuleForwardAD
-        log_p, log_q, _ = fn.apply(zt, plan.nodes, plan.neighbours, plan.groups)  # type: ignore[no-untyped-call]
-        return log_p, log_q
-    log_p, log_q, _ = _chain_forward(zt.contiguous(), plan, with_q)
-    return log_p, log_q
+        log_p, log_q, _ = fn.apply(rows, plan.nodes, plan.neighbours, plan.groups)  # type: ignore[no-untyped-call]
+        return log_p.view(input.shape), log_q.view(input.shape)
+    log_pt, log_qt, _ = _chain_forward(rows.t().contiguous(), plan, with_q)
+    return (log_pt.t().contiguous().view(input.shape),
+            None if log_qt is None else log_qt.t().contiguous().view(input.shape))
 
 
 def chain_rule_log(input: Tensor, plan: LevelPlan) -> tuple[Tensor, Tensor]:
@@ -456,14 +528,11 @@ def chain_rule_log(input: Tensor, plan: LevelPlan) -> tuple[Tensor, Tensor]:
     index), ``log(1 − P(c)) = logaddexp(logσ(−z_c), logσ(z_c) + log(1 − P(p)))``; both are finite, with finite
     gradients, where a marginal rounds to 0 or 1. Roots: ``logσ(z)`` and ``logσ(−z)``.
     """
-    _check_width(input, plan.num_labels)
-    log_p, log_q = chain_rule_labels_major(_labels_major(input, plan.num_labels), plan)
-    return _from_labels_major(log_p, input), _from_labels_major(typing.cast(Tensor, log_q), input)
+    log_p, log_q = _chain(input, plan, with_q=True)
+    return log_p, typing.cast(Tensor, log_q)
 
 
 def chain_rule_marginals(input: Tensor, plan: LevelPlan) -> Tensor:
     """The chain rule's marginals ``P(c) = σ(z_c) · min over parents p of P(p)`` from ``(..., C)`` conditional
     logits, on a ``'parents'`` plan."""
-    _check_width(input, plan.num_labels)
-    log_p, _ = chain_rule_labels_major(_labels_major(input, plan.num_labels), plan, with_q=False)
-    return _from_labels_major(log_p.exp(), input)
+    return _chain(input, plan, with_q=False)[0].exp()

@@ -17,8 +17,6 @@ prediction; only the loss changes).
 
 from __future__ import annotations
 
-import typing
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,7 +28,7 @@ from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_pos_weight, check_target, pos_weight_constant, validating
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses._elementwise import check_pair
-from hierloss.propagation import LevelPlan, chain_rule_labels_major
+from hierloss.propagation import LevelPlan, chain_rule_log
 
 __all__ = ["ChainRuleBCELoss", "ConditionalBCELoss", "chain_rule_bce_loss", "conditional_bce_loss"]
 
@@ -242,8 +240,7 @@ def _chain_rule_bce_loss(input: Tensor, target: Tensor, plan: LevelPlan, reducti
         x = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)
         y = clean.to(x.dtype)
-        log_pt, log_qt = chain_rule_labels_major(x.t(), plan)  # labels-major (C, N); read back transposed
-        log_p, log_q = log_pt.t(), typing.cast(Tensor, log_qt).t()
+        log_p, log_q = chain_rule_log(x, plan)
         positive = y * log_p if pos_weight is None else y * log_p * pos_weight.to(x.dtype)
         loss = -(positive + (1 - y) * log_q)
         if valid is not None:

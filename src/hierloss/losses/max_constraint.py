@@ -27,7 +27,7 @@ from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_target, validating
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses._elementwise import check_pair
-from hierloss.propagation import LevelPlan, extremum_labels_major
+from hierloss.propagation import LevelPlan, constrained_logits
 
 __all__ = ["MCLoss", "mc_loss"]
 
@@ -88,14 +88,8 @@ def _mc_loss(input: Tensor, target: Tensor, plan: LevelPlan, reduction: str, ign
         clean, valid = target_mask(target, ignore_index)
         y = clean.to(z.dtype)
         positive = y > 0.5
-        # MCM(z) and MCM(where(y, z, −inf)) in one labels-major walk of the engine, (C, 2N); the `where` below
-        # reads the transposed halves, so no separate transposition is needed
-        n = z.shape[0]
-        both = extremum_labels_major(torch.cat((z.t(), torch.where(positive, z, float("-inf")).t()), dim=1), plan,
-                                     largest=True)
-        constrained, on_path = both[:, :n].t(), both[:, n:].t()
-        # on_path is finite wherever positive (it is at least z there); -inf entries are never selected
-        logits = torch.where(positive, on_path, constrained)
+        # where(y, MCM(where(y, z, −inf)), MCM(z)): one walk of the engine for both, one scatter in the backward
+        logits = constrained_logits(z, positive, plan)
         loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
         if valid is not None:
             loss = torch.where(valid, loss, 0.0)

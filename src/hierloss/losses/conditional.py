@@ -28,7 +28,7 @@ from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_pos_weight, check_target, pos_weight_constant, validating
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses._elementwise import check_pair
-from hierloss.propagation import LevelPlan, chain_rule_log
+from hierloss.propagation import LevelPlan, chain_rule_bce
 
 __all__ = ["ChainRuleBCELoss", "ConditionalBCELoss", "chain_rule_bce_loss", "conditional_bce_loss"]
 
@@ -240,9 +240,7 @@ def _chain_rule_bce_loss(input: Tensor, target: Tensor, plan: LevelPlan, reducti
         x = input if input.dtype == torch.float64 else input.float()
         clean, valid = target_mask(target, ignore_index)
         y = clean.to(x.dtype)
-        log_p, log_q = chain_rule_log(x, plan)
-        positive = y * log_p if pos_weight is None else y * log_p * pos_weight.to(x.dtype)
-        loss = -(positive + (1 - y) * log_q)
+        loss = chain_rule_bce(x, y, plan, None if pos_weight is None else pos_weight.to(x.dtype))
         if valid is not None:
             loss = torch.where(valid, loss, 0.0)
         return reduce_loss(loss, reduction, valid)

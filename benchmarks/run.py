@@ -36,14 +36,17 @@ import bench_hierarchy
 import bench_losses
 import bench_memory
 import bench_penalties
+import bench_propagation
 import bench_scaling
 
 HERE = Path(__file__).resolve().parent
 CASES: list[tuple[str, int]] = []  # --cases: the (hierarchy, N) cases of the 'losses' group (empty: all)
 
-GROUPS = ["losses", "hbce", "dense", "coherent", "memory", "penalties", "scaling", "hierarchy"]
+GROUPS = ["losses", "propagation", "hbce", "dense", "coherent", "memory", "penalties", "scaling", "hierarchy", "peers"]
 TITLES = {
     "losses": "Forward+backward time relative to BCEWithLogitsLoss (every loss)",
+    "propagation": "The propagation engine: time relative to BCE, compiled against eager, time and memory "
+                   "against depth (bench_propagation.py)",
     "hbce": "HBCELoss modes, and HBCELoss against the per-edge loop (bench_hbce.py)",
     "dense": "hierloss against C-HMCNN's dense (N, C, C) form: time (bench_dense.py)",
     "coherent": "coherent() against the dense form (bench_coherent.py)",
@@ -51,6 +54,7 @@ TITLES = {
     "penalties": "Penalty estimation against the reference's per-edge pandas filtering (bench_penalties.py)",
     "scaling": "Scaling: ms per forward+backward step against N and E (bench_scaling.py)",
     "hierarchy": "Hierarchy at full-Gene-Ontology size: build, propagate, queries, HBCELoss (bench_hierarchy.py)",
+    "peers": "ASL, focal, ZLPR and multi-label softmax against their authors' code or formula (bench_peers.py)",
 }
 
 
@@ -185,8 +189,15 @@ def _hbce(quick: bool, device: str, dtype: str, compile: bool) -> list[dict[str,
     return rows
 
 
+def _peers(quick: bool, device: str, dtype: str, compile: bool) -> list[dict[str, Any]]:
+    import bench_peers
+
+    return bench_peers.run(quick=quick, device=device, dtype=dtype, compile=compile)
+
+
 RUNNERS: dict[str, Callable[[bool, str, str, bool], list[dict[str, Any]]]] = {
     "losses": lambda q, d, t, c: bench_losses.run(quick=q, device=d, dtype=t, compile=c, cases=CASES or None),
+    "propagation": lambda q, d, t, c: bench_propagation.run(quick=q, device=d, dtype=t, compile=c),
     "hbce": _hbce,
     "dense": lambda q, d, t, c: bench_dense.run(quick=q, device=d, dtype=t),
     "coherent": _coherent,
@@ -194,6 +205,7 @@ RUNNERS: dict[str, Callable[[bool, str, str, bool], list[dict[str, Any]]]] = {
     "penalties": lambda q, d, t, c: bench_penalties.run(quick=q),
     "scaling": lambda q, d, t, c: bench_scaling.run(quick=q, device=d, dtype=t),
     "hierarchy": lambda q, d, t, c: bench_hierarchy.run(quick=q, device=d),
+    "peers": _peers,
 }
 
 

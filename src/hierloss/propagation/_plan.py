@@ -67,9 +67,30 @@ class LevelPlan:
 _BUILT: weakref.WeakKeyDictionary[Hierarchy, dict[str, tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], ...]]]] = (
     weakref.WeakKeyDictionary())
 
-# Group widths: a level's labels are grouped by the width of their row (itself + neighbours), rounded up to the
-# next of these (then to multiples of 128), so a group pads at most ~1.5x while a level needs only a few groups.
-_WIDTHS = np.array([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128], dtype=np.int64)
+# The cost of one more group, in padded rows: a group costs about ten small operations whatever its size, as much as
+# gathering and reducing this many rows of a few hundred samples. A level's labels are split into the groups that
+# minimise (groups · GROUP_COST + padded rows).
+GROUP_COST = 32
+
+
+def _split_level(widths: np.ndarray, counts: np.ndarray) -> list[int]:
+    """Given a level's distinct row widths (ascending) and how many labels have each, the end (exclusive) of each
+    group, in distinct-width positions: a shortest-path split minimising ``groups·GROUP_COST + Σ rows·width``."""
+    d = widths.size
+    cum = np.concatenate([[0], np.cumsum(counts)])
+    best = np.full(d + 1, np.inf)
+    best[0] = 0.0
+    cut = np.zeros(d + 1, dtype=np.int64)
+    for j in range(1, d + 1):
+        costs = best[:j] + GROUP_COST + (cum[j] - cum[:j]) * widths[j - 1]
+        cut[j] = int(np.argmin(costs))
+        best[j] = costs[cut[j]]
+    ends: list[int] = []
+    j = d
+    while j > 0:
+        ends.append(j)
+        j = int(cut[j])
+    return ends[::-1]
 
 
 def _plan_arrays(owner: np.ndarray, read: np.ndarray, level: np.ndarray, num_labels: int,
@@ -81,29 +102,31 @@ def _plan_arrays(owner: np.ndarray, read: np.ndarray, level: np.ndarray, num_lab
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     labels = np.flatnonzero(counts)
     width = counts[labels] + int(with_self)
-    rounded = np.where(width <= _WIDTHS[-1], _WIDTHS[np.minimum(np.searchsorted(_WIDTHS, width), len(_WIDTHS) - 1)],
-                       -(-width // 128) * 128)
-    key = np.lexsort((labels, rounded, level[labels]))  # by level, then width class, then label
-    labels, rounded = labels[key], rounded[key]
+    key = np.lexsort((labels, width, level[labels]))  # by level, then width, then label
+    labels, width = labels[key], width[key]
+    lv = level[labels]
     nodes: list[np.ndarray] = []
     mats: list[np.ndarray] = []
     groups: list[tuple[int, int]] = []
-    lv = level[labels]
-    bounds = np.flatnonzero((np.diff(lv) != 0) | (np.diff(rounded) != 0)) + 1
-    for chunk in np.split(np.arange(labels.size), bounds) if labels.size else []:
-        ls, k_wide = labels[chunk], int(rounded[chunk[0]])
-        deg = counts[ls]
-        cols = np.arange(k_wide)[None, :] - int(with_self)  # column j reads neighbour j - with_self
-        valid = (cols >= 0) & (cols < deg[:, None])
-        idx = np.where(valid, starts[ls][:, None] + np.maximum(cols, 0), 0)
-        mat = np.where(valid, read[idx], -1)
-        if with_self:
-            mat[:, 0] = ls
-        first = mat[:, :1]
-        mat = np.where(mat < 0, first, mat)  # pad by repeating the row's first entry
-        nodes.append(ls)
-        mats.append(mat.reshape(-1))
-        groups.append((int(ls.size), k_wide))
+    level_bounds = np.flatnonzero(np.diff(lv) != 0) + 1 if labels.size else np.zeros(0, dtype=np.int64)
+    for members in np.split(np.arange(labels.size), level_bounds) if labels.size else []:
+        ws, first, per_width = np.unique(width[members], return_index=True, return_counts=True)
+        begin = 0
+        for end in _split_level(ws, per_width):
+            chunk = members[first[begin]:first[end - 1] + per_width[end - 1]]
+            begin = end
+            ls, k_wide = labels[chunk], int(ws[end - 1])
+            deg = counts[ls]
+            cols = np.arange(k_wide)[None, :] - int(with_self)  # column j reads neighbour j - with_self
+            valid = (cols >= 0) & (cols < deg[:, None])
+            idx = np.where(valid, starts[ls][:, None] + np.maximum(cols, 0), 0)
+            mat = np.where(valid, read[idx], -1)
+            if with_self:
+                mat[:, 0] = ls
+            mat = np.where(mat < 0, mat[:, :1], mat)  # pad by repeating the row's first entry
+            nodes.append(ls)
+            mats.append(mat.reshape(-1))
+            groups.append((int(ls.size), k_wide))
     empty = np.zeros(0, dtype=np.int64)
     return (np.concatenate(nodes).astype(np.int64) if nodes else empty,
             np.concatenate(mats).astype(np.int64) if mats else empty, tuple(groups))

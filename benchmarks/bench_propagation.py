@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _hierarchies import benchmark_hierarchy
 from _timing import median_seconds_interleaved
 from bench_losses import fresh_dynamo, inputs
-
 from hierloss import ChainRuleBCELoss, Hierarchy, MaxConstraint, MCLoss
 from hierloss.metrics import coherent
 
@@ -163,11 +162,12 @@ def _memory_worker(spec: dict[str, Any]) -> dict[str, int]:
     x = torch.randn(spec["n"], h.num_labels, generator=gen).requires_grad_()
     y = h.propagate((torch.rand(spec["n"], h.num_labels, generator=gen) < 0.05).float())
     out = {}
+    criterion = MCLoss(h, validate_args=False)
     for name, fn in (("BCEWithLogitsLoss", lambda z: F.binary_cross_entropy_with_logits(z, y)),
-                     ("MCLoss", MCLoss(h, validate_args=False).__call__)):
-        def step(fn: Any = fn) -> None:
+                     ("MCLoss", lambda z: criterion(z, y))):
+        def step(fn: Callable[[Tensor], Tensor] = fn) -> None:
             x.grad = None
-            (fn(x) if name == "BCEWithLogitsLoss" else fn(x, y)).backward()
+            fn(x).backward()
 
         step()
         out[name] = peak_rss_increase(step)
@@ -189,7 +189,7 @@ def depth_rows(quick: bool) -> list[dict[str, Any]]:
         y = h.propagate((torch.rand(spec["n"], h.num_labels, generator=gen) < 0.05).float())
         criterion = MCLoss(h, validate_args=False)
 
-        def step() -> None:
+        def step(x: Tensor = x, y: Tensor = y, criterion: MCLoss = criterion) -> None:
             x.grad = None
             criterion(x, y).backward()
 

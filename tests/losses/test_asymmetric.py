@@ -1,7 +1,10 @@
-"""Tests for hierloss.losses.asymmetric: the original ASL class, a naive formula loop, gradients and masking."""
+"""Tests for hierloss.losses.asymmetric: the original ASL class, a naive formula loop, gradients and masking, and the
+fused kernel against the reference formula."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import math
 
 import pytest
@@ -10,6 +13,9 @@ from torch import nn
 
 from hierloss import AsymmetricLoss, Hierarchy, HierarchyPenalty
 from hierloss.functional import asymmetric_loss
+from hierloss.losses import _elementwise as elementwise
+from hierloss.losses._elementwise import asymmetric_kernel, fused_loss
+from hierloss.losses.asymmetric import _reference_terms
 
 
 class OriginalAsymmetricLoss(nn.Module):
@@ -201,3 +207,149 @@ def test_errors() -> None:
         AsymmetricLoss()(torch.randn(4, 3), torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"Expected `input` of shape \(N, C\), got \(3,\)"):
         asymmetric_loss(torch.randn(3), torch.zeros(3))
+
+
+# The fused kernel (hierloss.losses._elementwise) against the reference formula it replaces.
+
+def fused_and_reference(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None, *, zero_one: bool,
+                        host: bool | None = None, **settings: float | bool) -> tuple[torch.Tensor, ...]:
+    """Element-wise terms and the gradient of their sum, by the fused kernel and by autograd on the reference."""
+    kernel = functools.partial(asymmetric_kernel, zero_one=zero_one, **settings)  # type: ignore[arg-type]
+    reference = functools.partial(_reference_terms, y=y, valid=valid, **settings)  # type: ignore[arg-type]
+    xf, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fused = fused_loss(kernel, reference, xf, y, valid, per_sample=False, reduction="none", host=host)
+    ref = reference(xr)
+    (g_fused,) = torch.autograd.grad(fused.sum(), xf)
+    (g_ref,) = torch.autograd.grad(ref.sum(), xr)
+    return fused.detach(), ref.detach(), g_fused, g_ref
+
+
+FUSED_SETTINGS = [dict(gamma_neg=g, gamma_pos=p, clip=c, eps=e, detach_focusing_weight=d)
+                  for (g, p, c, e), d in [(s, False) for s in SETTINGS] + [((4.0, 1.0, 0.05, 1e-8), True),
+                                                                           ((1.5, 2.5, 0.2, 1e-8), False),
+                                                                           ((0.0, 3.0, 0.05, 1e-8), False)]]
+
+
+@pytest.mark.parametrize("settings", FUSED_SETTINGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("zero_one", "host"), [(True, None), (False, None), (False, False)])
+def test_fused_kernel_equals_reference_bit_for_bit(settings: dict[str, float | bool], dtype: torch.dtype,
+                                                    zero_one: bool, host: bool | None) -> None:
+    """Both forms of the kernel (select for 0/1 targets, the authors' blend; on the CPU's path and an accelerator's)
+    give the reference's terms bit for bit, ±100 logits included, and its gradient to rounding."""
+    torch.manual_seed(4)
+    x = 6 * torch.randn(40, 23, dtype=dtype)
+    x[0, :4] = torch.tensor([100.0, -100.0, 30.0, -30.0])
+    y = torch.randint(0, 2, (40, 23)).to(dtype)
+    fused, ref, g_fused, g_ref = fused_and_reference(x, y, None, zero_one=zero_one, host=host, **settings)
+    assert torch.equal(fused, ref)
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(g_fused, g_ref, rtol=tol, atol=tol * float(g_ref.abs().max()))
+    assert bool(torch.isfinite(g_fused).all())
+
+
+@pytest.mark.parametrize("settings", FUSED_SETTINGS)
+def test_fused_blend_form_soft_targets_and_masks(settings: dict[str, float | bool]) -> None:
+    """Soft targets and masked entries: the blend form's terms equal the reference bit for bit, its gradient to
+    rounding (float64), left-out entries 0 in both."""
+    torch.manual_seed(5)
+    x = 3 * torch.randn(30, 17, dtype=torch.float64)
+    y = torch.rand(30, 17, dtype=torch.float64)
+    valid = torch.rand(30, 17) > 0.3
+    fused, ref, g_fused, g_ref = fused_and_reference(x, y * valid, valid, zero_one=False, **settings)
+    assert torch.equal(fused, ref)
+    assert not bool(fused[~valid].any()) and not bool(g_fused[~valid].any())
+    torch.testing.assert_close(g_fused, g_ref, rtol=1e-9, atol=1e-12)
+
+
+def test_blocks_give_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Swept in many small blocks (the last one short), the loss and its gradient are those of one block, bit for
+    bit: blocks start at multiples of BLOCK_ALIGN, so every element takes the same code path."""
+    torch.manual_seed(6)
+    logits = (3 * torch.randn(37, 29)).requires_grad_()
+    y = torch.randint(0, 2, (37, 29)).float()
+    whole = asymmetric_loss(logits, y, reduction="sum")
+    (g_whole,) = torch.autograd.grad(whole, logits)
+    monkeypatch.setattr(elementwise, "BLOCK_BYTES", 4 * elementwise.BLOCK_ALIGN * 2)  # 128-element blocks
+    blocks = asymmetric_loss(logits, y, reduction="sum")
+    (g_blocks,) = torch.autograd.grad(blocks, logits)
+    assert torch.equal(blocks, whole) and torch.equal(g_blocks, g_whole)
+    assert torch.equal(whole, OriginalAsymmetricLoss()(logits, y))
+
+
+def test_double_backward() -> None:
+    """Second derivatives through the fused path (create_graph=True differentiates the reference) pass
+    gradgradcheck."""
+    logits = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 2, (4, 5)).double()
+    for gamma_neg, gamma_pos in ((4.0, 1.0), (2.0, 2.5)):
+        assert torch.autograd.gradgradcheck(lambda x, a=gamma_neg, b=gamma_pos: asymmetric_loss(x, y, a, b),
+                                            (logits,))
+
+
+def test_scratch_memory_is_not_shared_with_results() -> None:
+    """Results of one call ('none' terms, gradients) stay intact while later calls of other shapes reuse the
+    per-thread scratch pool."""
+    torch.manual_seed(7)
+    logits = torch.randn(16, 9, requires_grad=True)
+    y = torch.randint(0, 2, (16, 9)).float()
+    first = AsymmetricLoss(reduction="none")(logits, y)
+    first.sum().backward()
+    kept, grad = first.detach().clone(), logits.grad.clone()
+    for shape in ((16, 9), (5, 31), (64, 3)):
+        AsymmetricLoss()(torch.randn(shape, requires_grad=True), torch.randint(0, 2, shape).float()).backward()
+    assert torch.equal(first.detach(), kept) and torch.equal(logits.grad, grad)
+
+
+def test_zero_one_shortcut_respects_ignore_index_zero() -> None:
+    """ignore_index=0 leaves out the zeros of a 0/1 target (the 0/1 shortcut does not skip masking then)."""
+    logits = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.randint(0, 2, (6, 4)).double()
+    terms = asymmetric_loss(logits, y, reduction="none", ignore_index=0)
+    assert not bool(terms[y == 0].any())
+    torch.testing.assert_close(terms[y == 1], asymmetric_loss(logits, y, reduction="none")[y == 1])
+
+
+def test_target_requiring_grad_gets_its_gradient() -> None:
+    """A target that requires grad (soft labels being learned) takes the reference path and receives the
+    reference's gradient."""
+    logits = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    soft = torch.rand(5, 4, dtype=torch.float64, requires_grad=True)
+    g_logits, g_soft = torch.autograd.grad(asymmetric_loss(logits, soft), (logits, soft))
+    ref = _reference_terms(logits, soft, None, 4.0, 1.0, 0.05, 1e-8, False).mean()
+    r_logits, r_soft = torch.autograd.grad(ref, (logits, soft))
+    torch.testing.assert_close(g_logits, r_logits, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(g_soft, r_soft, rtol=1e-12, atol=1e-14)
+
+
+def test_inference_mode_then_training() -> None:
+    """A first call under torch.inference_mode leaves the scratch pool usable by training calls (and back)."""
+    logits, y = torch.randn(8, 5), torch.randint(0, 2, (8, 5)).float()
+    with torch.inference_mode():
+        before = AsymmetricLoss()(logits.clone(), y.clone())
+    trained = logits.clone().requires_grad_()
+    AsymmetricLoss()(trained, y).backward()
+    with torch.inference_mode():
+        after = AsymmetricLoss()(logits.clone(), y.clone())
+    assert torch.equal(before, after) and trained.grad is not None
+
+
+def test_python_threads_keep_their_own_scratch() -> None:
+    """Losses computed at once in several Python threads equal those computed one after another."""
+    torch.manual_seed(8)
+    batches = [(3 * torch.randn(200, 21), torch.randint(0, 2, (200, 21)).float()) for _ in range(8)]
+    expected = [asymmetric_loss(x, y, reduction="none") for x, y in batches]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda b: asymmetric_loss(b[0], b[1], reduction="none"), batches))
+            assert all(torch.equal(g, e) for g, e in zip(got, expected))
+
+
+def test_backward_twice_with_retain_graph() -> None:
+    """A second backward through the same graph (retain_graph=True) gives the same gradient again."""
+    logits = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 2, (6, 5)).double()
+    loss = AsymmetricLoss()(logits, y)
+    (first,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, logits)
+    torch.testing.assert_close(second, first, rtol=1e-12, atol=1e-15)

@@ -8,20 +8,24 @@ Negatives are down-weighted twice: by the focusing term ``p_m^γ−`` and by the
 discards easy negatives (``p < clip``) entirely. The element-wise arithmetic follows the authors'
 ``AsymmetricLoss`` operation for operation, so ``reduction='sum'`` returns their value exactly (bit for bit in
 float32 and float64).
+
+In eager mode a fused kernel (:mod:`hierloss.losses._elementwise`) computes the terms and their derivative in one
+sweep; under ``torch.func`` transforms (``grad``, ``jvp``, ``vmap``, ``hessian``), forward-mode AD and
+``torch.compile`` the plain formula (``_reference_terms``) runs, so every transform applies, per-sample gradients
+included.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import Tensor, nn
 
 from hierloss._autocast import autocast_disabled
-from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_loss
-from hierloss._validation import check_target, validating
-from hierloss.losses._elementwise import check_pair
+from hierloss.losses._elementwise import asymmetric_kernel, check_pair, fused_loss, prepare_target, use_fused
 
 __all__ = ["AsymmetricLoss", "asymmetric_loss"]
 
@@ -67,7 +71,9 @@ def asymmetric_loss(
         ignore_index: a target value (e.g. ``-1``) to leave out.
         validate_args: check that every target is in ``[0, 1]``, NaN or ``ignore_index`` and raise a
             ``ValueError`` naming the first offending column and value otherwise (default). This reads a value
-            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises.
+            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises. A target
+            batched by ``torch.func.vmap`` (per-sample gradients) cannot be read back: its values are not checked
+            there, as under ``torch.compile``; check the batch once outside the transform if needed.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
@@ -81,25 +87,39 @@ def asymmetric_loss(
     _check_args(gamma_neg, gamma_pos, clip, eps)
     check_reduction(reduction)
     check_pair(input, target)
-    if validating(validate_args):
-        check_target(target, ignore_index)
     with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()
-        clean, valid = target_mask(target, ignore_index)
-        y = clean.to(x.dtype)
-        xs_pos = torch.sigmoid(x)
-        xs_neg = 1 - xs_pos
-        if clip > 0:
-            xs_neg = (xs_neg + clip).clamp(max=1)  # 1 − p_m
-        loss = y * torch.log(xs_pos.clamp(min=eps)) + (1 - y) * torch.log(xs_neg.clamp(min=eps))
-        if gamma_neg > 0 or gamma_pos > 0:
-            pt = xs_pos * y + xs_neg * (1 - y)
-            weight = torch.pow(1 - pt, gamma_pos * y + gamma_neg * (1 - y))
-            loss = loss * (weight.detach() if detach_focusing_weight else weight)
-        loss = -loss
-        if valid is not None:
-            loss = torch.where(valid, loss, 0.0)
-        return reduce_loss(loss, reduction, valid)
+        y, valid, zero_one = prepare_target(target, ignore_index, validate_args, x.dtype)
+        reference = functools.partial(_reference_terms, y=y, valid=valid, gamma_neg=gamma_neg, gamma_pos=gamma_pos,
+                                      clip=clip, eps=eps, detach_focusing_weight=detach_focusing_weight)
+        if use_fused(x, target):
+            kernel = functools.partial(asymmetric_kernel, gamma_neg=gamma_neg, gamma_pos=gamma_pos, clip=clip, eps=eps,
+                                       detach_focusing_weight=detach_focusing_weight, zero_one=zero_one)
+            return fused_loss(kernel, reference, x, y, valid, per_sample=False, reduction=reduction)
+        return reduce_loss(reference(x), reduction, valid)
+
+
+def _reference_terms(x: Tensor, y: Tensor, valid: Tensor | None, gamma_neg: float, gamma_pos: float, clip: float,
+                     eps: float, detach_focusing_weight: bool) -> Tensor:
+    """The ``(N, C)`` element-wise losses in plain PyTorch, operation for operation the authors' ``AsymmetricLoss``.
+
+    The reference the fused kernel is tested against; it also runs under ``torch.func`` transforms, forward-mode AD
+    and ``torch.compile`` (see :func:`hierloss.losses._elementwise.use_fused`). ``y`` is the clean float target,
+    ``valid`` the mask of left-out entries (``None``: none).
+    """
+    xs_pos = torch.sigmoid(x)
+    xs_neg = 1 - xs_pos
+    if clip > 0:
+        xs_neg = (xs_neg + clip).clamp(max=1)  # 1 − p_m
+    loss = y * torch.log(xs_pos.clamp(min=eps)) + (1 - y) * torch.log(xs_neg.clamp(min=eps))
+    if gamma_neg > 0 or gamma_pos > 0:
+        pt = xs_pos * y + xs_neg * (1 - y)
+        weight = torch.pow(1 - pt, gamma_pos * y + gamma_neg * (1 - y))
+        loss = loss * (weight.detach() if detach_focusing_weight else weight)
+    loss = -loss
+    if valid is not None:
+        loss = torch.where(valid, loss, 0.0)
+    return loss
 
 
 class AsymmetricLoss(nn.Module):
@@ -116,7 +136,8 @@ class AsymmetricLoss(nn.Module):
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         detach_focusing_weight: stop the gradient through the focusing weights.
         ignore_index: a target value to leave out (NaN targets always are).
-        validate_args: check target values (see the functional form); ``False`` never synchronises.
+        validate_args: check target values (see the functional form; not under ``vmap``); ``False`` never
+            synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.

@@ -7,10 +7,16 @@ Per element, with ``p = σ(x)`` and ``p_t = p`` for positives, ``1 − p`` for n
 as in ``torchvision.ops.sigmoid_focal_loss``. ``1 − p_t`` is computed as ``y·σ(−x) + (1 − y)·σ(x)``, which is
 the same number without the cancellation of ``1 − p_t`` near ``p_t = 1``. With ``γ = 0`` and ``alpha=None`` the
 loss is ``binary_cross_entropy_with_logits`` exactly.
+
+In eager mode a fused kernel (:mod:`hierloss.losses._elementwise`) computes the terms and their derivative in one
+sweep; under ``torch.func`` transforms (``grad``, ``jvp``, ``vmap``, ``hessian``), forward-mode AD and
+``torch.compile`` the plain formula (``_reference_terms``) runs, so every transform applies, per-sample gradients
+included.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -18,10 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hierloss._autocast import autocast_disabled
-from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_loss
-from hierloss._validation import check_target, validating
-from hierloss.losses._elementwise import check_pair
+from hierloss.losses._elementwise import check_pair, focal_kernel, fused_loss, prepare_target, use_fused
 
 __all__ = ["FocalLoss", "focal_loss"]
 
@@ -54,7 +58,9 @@ def focal_loss(
         ignore_index: a target value (e.g. ``-1``) to leave out.
         validate_args: check that every target is in ``[0, 1]``, NaN or ``ignore_index`` and raise a
             ``ValueError`` naming the first offending column and value otherwise (default). This reads a value
-            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises.
+            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises. A target
+            batched by ``torch.func.vmap`` (per-sample gradients) cannot be read back: its values are not checked
+            there, as under ``torch.compile``; check the batch once outside the transform if needed.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
@@ -69,21 +75,34 @@ def focal_loss(
     _check_args(alpha, gamma)
     check_reduction(reduction)
     check_pair(input, target)
-    if validating(validate_args):
-        check_target(target, ignore_index)
     with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()
-        clean, valid = target_mask(target, ignore_index)
-        y = clean.to(x.dtype)
-        loss = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-        if gamma != 0:
-            one_minus_pt = y * torch.sigmoid(-x) + (1 - y) * torch.sigmoid(x)
-            loss = loss * torch.pow(one_minus_pt, gamma)
-        if alpha is not None:
-            loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
-        if valid is not None:
-            loss = torch.where(valid, loss, 0.0)
-        return reduce_loss(loss, reduction, valid)
+        y, valid, _ = prepare_target(target, ignore_index, validate_args, x.dtype, detect_zero_one=False)
+        if gamma == 0 and alpha is None and valid is None:  # exactly PyTorch's BCE, which is also its fastest form
+            return F.binary_cross_entropy_with_logits(x, y, reduction=reduction)
+        reference = functools.partial(_reference_terms, y=y, valid=valid, alpha=alpha, gamma=gamma)
+        if use_fused(x, target) and (gamma != 0 or alpha is not None):
+            kernel = functools.partial(focal_kernel, alpha=alpha, gamma=gamma)
+            return fused_loss(kernel, reference, x, y, valid, per_sample=False, reduction=reduction)
+        return reduce_loss(reference(x), reduction, valid)
+
+
+def _reference_terms(x: Tensor, y: Tensor, valid: Tensor | None, alpha: float | None, gamma: float) -> Tensor:
+    """The ``(N, C)`` element-wise losses in plain PyTorch (the formula of the module docstring).
+
+    The reference the fused kernel is tested against; it also runs under ``torch.func`` transforms, forward-mode AD
+    and ``torch.compile`` (see :func:`hierloss.losses._elementwise.use_fused`). ``y`` is the clean float target,
+    ``valid`` the mask of left-out entries (``None``: none).
+    """
+    loss = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    if gamma != 0:
+        one_minus_pt = y * torch.sigmoid(-x) + (1 - y) * torch.sigmoid(x)
+        loss = loss * torch.pow(one_minus_pt, gamma)
+    if alpha is not None:
+        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    if valid is not None:
+        loss = torch.where(valid, loss, 0.0)
+    return loss
 
 
 class FocalLoss(nn.Module):
@@ -96,7 +115,8 @@ class FocalLoss(nn.Module):
         gamma: focusing exponent (default 2).
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         ignore_index: a target value to leave out (NaN targets always are).
-        validate_args: check target values (see the functional form); ``False`` never synchronises.
+        validate_args: check target values (see the functional form; not under ``vmap``); ``False`` never
+            synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.

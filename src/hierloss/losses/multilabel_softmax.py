@@ -11,19 +11,24 @@ The second line is what is computed (stable for any finite logits). A sample wit
 no negative, every softmax is 1 and the loss is 0. Like ZLPR, MSML only ranks positives above negatives: it is
 invariant to adding a constant to all the logits of a sample, so its outputs are scores, not probabilities;
 threshold them per label on validation data (e.g. at the F1-optimal point) rather than at 0.
+
+In eager mode a fused kernel (:mod:`hierloss.losses._elementwise`) computes the terms and their derivative in one
+sweep; under ``torch.func`` transforms (``grad``, ``jvp``, ``vmap``, ``hessian``), forward-mode AD and
+``torch.compile`` the plain formula (``_reference_terms``) runs, so every transform applies, per-sample gradients
+included.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hierloss._autocast import autocast_disabled
-from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_loss
-from hierloss._validation import check_target, validating
-from hierloss.losses._elementwise import check_pair
+from hierloss.losses._elementwise import check_pair, fused_loss, multilabel_softmax_kernel, prepare_target, use_fused
 
 __all__ = ["MultiLabelSoftmaxLoss", "multilabel_softmax_loss"]
 
@@ -46,7 +51,9 @@ def multilabel_softmax_loss(
         ignore_index: a target value (e.g. ``-1``) to leave out.
         validate_args: check that every target is in ``[0, 1]``, NaN or ``ignore_index`` and raise a
             ``ValueError`` naming the first offending column and value otherwise (default). This reads a value
-            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises.
+            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises. A target
+            batched by ``torch.func.vmap`` (per-sample gradients) cannot be read back: its values are not checked
+            there, as under ``torch.compile``; check the batch once outside the transform if needed.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
@@ -59,23 +66,34 @@ def multilabel_softmax_loss(
     """
     check_reduction(reduction)
     check_pair(input, target)
-    if validating(validate_args):
-        check_target(target, ignore_index)
     with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()
-        clean, valid = target_mask(target, ignore_index)
-        positive = clean > 0.5
-        negative = ~positive
-        if valid is not None:
-            positive, negative = positive & valid, negative & valid
-        masked = torch.where(negative, x, float("-inf"))
-        has_negative = negative.any(-1, keepdim=True)
-        shift = torch.where(has_negative, masked.amax(-1, keepdim=True), 0.0).detach()
-        total = torch.exp(masked - shift).sum(-1, keepdim=True)
-        lse_negative = shift + torch.log(torch.where(has_negative, total, 1.0))  # finite; unused without negatives
-        terms = torch.where(positive & has_negative, F.softplus(lse_negative - x), 0.0)
-        per_sample = terms.sum(-1) / positive.sum(-1).clamp_min(1)
-    return reduce_loss(per_sample, reduction)
+        y, valid, zero_one = prepare_target(target, ignore_index, validate_args, x.dtype)
+        reference = functools.partial(_reference_terms, y=y, valid=valid)
+        if use_fused(x, target):
+            kernel = functools.partial(multilabel_softmax_kernel, zero_one=zero_one)
+            return fused_loss(kernel, reference, x, y, valid, per_sample=True, reduction=reduction)
+        return reduce_loss(reference(x), reduction)
+
+
+def _reference_terms(x: Tensor, y: Tensor, valid: Tensor | None) -> Tensor:
+    """The ``(N,)`` per-sample losses in plain PyTorch (the second line of the module docstring's formula).
+
+    The reference the fused kernel is tested against; it also runs under ``torch.func`` transforms, forward-mode AD
+    and ``torch.compile`` (see :func:`hierloss.losses._elementwise.use_fused`). ``y`` is the clean float target,
+    ``valid`` the mask of left-out entries (``None``: none).
+    """
+    positive = y > 0.5
+    negative = ~positive
+    if valid is not None:
+        positive, negative = positive & valid, negative & valid
+    masked = torch.where(negative, x, float("-inf"))
+    has_negative = negative.any(-1, keepdim=True)
+    shift = torch.where(has_negative, masked.amax(-1, keepdim=True), 0.0).detach()
+    total = torch.exp(masked - shift).sum(-1, keepdim=True)
+    lse_negative = shift + torch.log(torch.where(has_negative, total, 1.0))  # finite; unused without negatives
+    terms = torch.where(positive & has_negative, F.softplus(lse_negative - x), 0.0)
+    return terms.sum(-1) / positive.sum(-1).clamp_min(1)
 
 
 class MultiLabelSoftmaxLoss(nn.Module):
@@ -86,7 +104,8 @@ class MultiLabelSoftmaxLoss(nn.Module):
     Args:
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` over samples.
         ignore_index: a target value to leave out (NaN targets always are).
-        validate_args: check target values (see the functional form); ``False`` never synchronises.
+        validate_args: check target values (see the functional form; not under ``vmap``); ``False`` never
+            synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.

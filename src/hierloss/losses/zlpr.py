@@ -10,20 +10,24 @@ positive above 0 and every negative below 0: **the decision rule is ``s > 0``** 
 not ``σ(s) > 0.5`` of a calibrated probability. Each ``log(1 + Σ e^v)`` is a log-sum-exp with a 0 appended,
 computed in float32 (float64 stays float64) with labels outside a set masked by ``−∞``: no ``±1e12`` constants,
 so fp16/bf16 inputs under autocast are safe.
+
+In eager mode a fused kernel (:mod:`hierloss.losses._elementwise`) computes the terms and their derivative in one
+sweep; under ``torch.func`` transforms (``grad``, ``jvp``, ``vmap``, ``hessian``), forward-mode AD and
+``torch.compile`` the plain formula (``_reference_terms``) runs, so every transform applies, per-sample gradients
+included.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import Tensor, nn
 
 from hierloss._autocast import autocast_disabled
-from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_loss
-from hierloss._validation import check_target, validating
-from hierloss.losses._elementwise import check_pair
+from hierloss.losses._elementwise import check_pair, fused_loss, prepare_target, use_fused, zlpr_kernel
 
 __all__ = ["ZLPRLoss", "log1p_sum_exp", "zlpr_loss"]
 
@@ -58,7 +62,9 @@ def zlpr_loss(
         ignore_index: a target value (e.g. ``-1``) to leave out.
         validate_args: check that every target is in ``[0, 1]``, NaN or ``ignore_index`` and raise a
             ``ValueError`` naming the first offending column and value otherwise (default). This reads a value
-            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises.
+            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises. A target
+            batched by ``torch.func.vmap`` (per-sample gradients) cannot be read back: its values are not checked
+            there, as under ``torch.compile``; check the batch once outside the transform if needed.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
@@ -72,19 +78,30 @@ def zlpr_loss(
     _check_temperature(temperature)
     check_reduction(reduction)
     check_pair(input, target)
-    if validating(validate_args):
-        check_target(target, ignore_index)
     with autocast_disabled(input.device.type):
-        s = (input if input.dtype == torch.float64 else input.float()) / temperature
-        clean, valid = target_mask(target, ignore_index)
-        positive = clean > 0.5
-        negative = ~positive
-        if valid is not None:
-            positive, negative = positive & valid, negative & valid
-        neg_inf = float("-inf")
-        per_sample = (log1p_sum_exp(torch.where(negative, s, neg_inf))
-                      + log1p_sum_exp(torch.where(positive, -s, neg_inf)))
-    return reduce_loss(per_sample, reduction)
+        x = input if input.dtype == torch.float64 else input.float()
+        y, valid, zero_one = prepare_target(target, ignore_index, validate_args, x.dtype)
+        reference = functools.partial(_reference_terms, y=y, valid=valid, temperature=temperature)
+        if use_fused(x, target):
+            kernel = functools.partial(zlpr_kernel, temperature=temperature, zero_one=zero_one)
+            return fused_loss(kernel, reference, x, y, valid, per_sample=True, reduction=reduction)
+        return reduce_loss(reference(x), reduction)
+
+
+def _reference_terms(x: Tensor, y: Tensor, valid: Tensor | None, temperature: float) -> Tensor:
+    """The ``(N,)`` per-sample losses in plain PyTorch (two :func:`log1p_sum_exp` of masked logits).
+
+    The reference the fused kernel is tested against; it also runs under ``torch.func`` transforms, forward-mode AD
+    and ``torch.compile`` (see :func:`hierloss.losses._elementwise.use_fused`). ``y`` is the clean float target,
+    ``valid`` the mask of left-out entries (``None``: none).
+    """
+    s = x / temperature
+    positive = y > 0.5
+    negative = ~positive
+    if valid is not None:
+        positive, negative = positive & valid, negative & valid
+    neg_inf = float("-inf")
+    return log1p_sum_exp(torch.where(negative, s, neg_inf)) + log1p_sum_exp(torch.where(positive, -s, neg_inf))
 
 
 def _check_temperature(temperature: float) -> None:
@@ -101,7 +118,8 @@ class ZLPRLoss(nn.Module):
         temperature: divides the logits (default 1, plain ZLPR); must be ``> 0``.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` over samples.
         ignore_index: a target value to leave out (NaN targets always are).
-        validate_args: check target values (see the functional form); ``False`` never synchronises.
+        validate_args: check target values (see the functional form; not under ``vmap``); ``False`` never
+            synchronises.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.

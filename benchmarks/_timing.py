@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import datetime
 import gc
+import os
+import platform
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["cuda_peak_bytes", "median_seconds", "median_seconds_interleaved", "rss_peak_bytes", "sync"]
+__all__ = ["cuda_peak_bytes", "machine", "median_seconds", "median_seconds_interleaved", "rss_peak_bytes", "sync"]
 
 
 def sync(device: str | torch.device) -> None:
@@ -80,3 +85,23 @@ def cuda_peak_bytes(fn: Callable[[], Any], device: str | torch.device = "cuda") 
     fn()
     sync(device)
     return int(torch.cuda.max_memory_allocated(device) - base)
+
+
+def machine(device: str, threads: int) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
+        "python": platform.python_version(), "device": device, "load_average_start": os.getloadavg(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info

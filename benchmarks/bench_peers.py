@@ -39,7 +39,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hierloss
 from _hierarchies import benchmark_hierarchy
-from _timing import median_seconds_interleaved
+from _timing import machine, median_seconds_interleaved
 from bench_losses import inputs, make_step
 
 __all__ = [
@@ -279,9 +279,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, help="write the rows and the machine description as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    import run as suite  # the suite's machine description
-
-    meta = suite.machine(args.device, args.threads)
+    meta = machine(args.device, args.threads)
     start = time.perf_counter()
     rows = run(quick=args.quick, device=args.device, baseline=args.baseline)
     meta["load_average_end"] = os.getloadavg()

@@ -16,10 +16,8 @@ Exits 1 (after printing what it has) when any group failed, e.g. when a loss lis
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import time
 import traceback
@@ -38,6 +36,7 @@ import bench_memory
 import bench_penalties
 import bench_propagation
 import bench_scaling
+from _timing import machine
 
 HERE = Path(__file__).resolve().parent
 CASES: list[tuple[str, int]] = []  # --cases: the (hierarchy, N) cases of the 'losses' group (empty: all)
@@ -56,26 +55,6 @@ TITLES = {
     "hierarchy": "Hierarchy at full-Gene-Ontology size: build, propagate, queries, HBCELoss (bench_hierarchy.py)",
     "peers": "ASL, focal, ZLPR and multi-label softmax against their authors' code or formula (bench_peers.py)",
 }
-
-
-def machine(device: str, threads: int) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info: dict[str, Any] = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
-        "python": platform.python_version(), "device": device, "load_average_start": os.getloadavg(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-    }
-    if torch.device(device).type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
 
 
 def goal_met(value: float, goal: str) -> bool | None:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hierloss.propagation import _kernels as K
+import hierloss.propagation._kernels as K
 from hierloss.propagation._plan import LevelPlan
 
 __all__ = ["ChainRule", "ChainRuleBCE", "ConstrainedLogits", "Extremum"]

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hierloss.propagation import _kernels as K
+import hierloss.propagation._kernels as K
 from hierloss.propagation._plan import LevelPlan
 
 __all__ = ["chain_rule", "chain_rule_bce", "constrained_logits", "extremum"]

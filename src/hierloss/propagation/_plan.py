@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from hierloss.hierarchy import Hierarchy
+__all__ = ["HierarchyLike", "LevelPlan", "PlanKind"]
 
-__all__ = ["LevelPlan", "PlanKind"]
+
+class HierarchyLike(Protocol):
+    """What a plan reads of a :class:`~hierloss.Hierarchy` (the engine sits below it and does not import it)."""
+
+    @property
+    def num_labels(self) -> int: ...
+    @property
+    def edge_index(self) -> Tensor: ...
+    @property
+    def heights(self) -> tuple[int, ...]: ...
+    @property
+    def depths(self) -> tuple[int, ...]: ...
+
 
 PlanKind = Literal["descendants", "ancestors", "parents"]
 
@@ -40,7 +51,7 @@ class LevelPlan:
     kind: PlanKind
 
     @classmethod
-    def build(cls, hierarchy: Hierarchy, kind: PlanKind, device: torch.device | str | None = None) -> LevelPlan:
+    def build(cls, hierarchy: HierarchyLike, kind: PlanKind, device: torch.device | str | None = None) -> LevelPlan:
         """The plan of ``hierarchy`` for one kind of walk, built on the CPU in ``O(C + E)`` and copied to
         ``device``."""
         if kind not in ("descendants", "ancestors", "parents"):
@@ -64,8 +75,8 @@ class LevelPlan:
 
 # The plans' arrays of the hierarchies in use, so that the functional forms do not rebuild them on every call. Keyed
 # weakly (an entry goes with its hierarchy) and kept here, not on the Hierarchy, which stays a plain value.
-_BUILT: weakref.WeakKeyDictionary[Hierarchy, dict[str, tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], ...]]]] = (
-    weakref.WeakKeyDictionary())
+_Arrays = tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], ...]]
+_BUILT: weakref.WeakKeyDictionary[HierarchyLike, dict[str, _Arrays]] = weakref.WeakKeyDictionary()
 
 # The cost of one more group, in padded rows: a group costs about ten small operations whatever its size, as much as
 # gathering and reducing this many rows of a few hundred samples. A level's labels are split into the groups that

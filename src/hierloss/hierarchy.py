@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import heapq
 import json
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -536,7 +537,9 @@ class Hierarchy:
         if isinstance(labels, Tensor):
             return self._propagate_tensor(labels)
         if isinstance(labels, np.ndarray):
-            return self._propagate_tensor(torch.from_numpy(np.ascontiguousarray(labels))).numpy()
+            # torch warns on (and must not share) a read-only array: such an array is copied, never written
+            array = np.ascontiguousarray(labels) if labels.flags.writeable else np.array(labels, order="C")
+            return self._propagate_tensor(torch.from_numpy(array)).numpy()
         import pandas as pd
 
         if isinstance(labels, pd.DataFrame):
@@ -596,9 +599,9 @@ class Hierarchy:
         if y.dtype != torch.bool:
             bad = nonzero & (y != 1)
             if bool(bad.any()):
-                rows, cols = torch.nonzero(bad.reshape(-1, self.num_labels), as_tuple=True)
+                rows, cols = torch.nonzero(bad.reshape(math.prod(y.shape[:-1]), self.num_labels), as_tuple=True)
                 col = int(cols[0])
-                value = y.reshape(-1, self.num_labels)[int(rows[0]), col].item()
+                value = y.reshape(math.prod(y.shape[:-1]), self.num_labels)[int(rows[0]), col].item()
                 raise ValueError(f"column {self._labels[col]!r} holds {value!r}; propagate expects 0/1 labels "
                                  f"({int(bad.sum())} such values in all)")
         positive = nonzero.to(torch.uint8)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from hierloss._validation import validating
 from hierloss.hierarchy import Hierarchy
 from hierloss.metrics._inputs import as_tensor, check_no_nan
 from hierloss.propagation import max_over_descendants, min_over_ancestors
@@ -33,7 +35,8 @@ def coherent(preds: Any, hierarchy: Hierarchy, method: str = "max", validate_arg
         method: ``'max'`` or ``'min'``.
         validate_args: refuse NaN scores (a ``ValueError`` naming the label and the count): a NaN would spread to
             every ancestor (``'max'``) or descendant (``'min'``). The check reads the scores back to the host, a
-            GPU synchronisation; with ``False`` nothing is read back and NaN spreads.
+            GPU synchronisation; with ``False`` nothing is read back and NaN spreads. Under ``torch.compile`` and
+            ``torch.export`` the check is skipped.
 
     Example:
         >>> import torch
@@ -50,8 +53,8 @@ def coherent(preds: Any, hierarchy: Hierarchy, method: str = "max", validate_arg
     if values.ndim not in (1, 2) or values.shape[-1] != hierarchy.num_labels:
         raise ValueError(f"Expected `preds` of shape (N, {hierarchy.num_labels}) or ({hierarchy.num_labels},), got "
                          f"{tuple(values.shape)}")
-    if validate_args:
-        check_no_nan(values.reshape(-1, hierarchy.num_labels), "preds", hierarchy,
+    if validating(validate_args):  # skipped while torch.compile / torch.export trace: they cannot read values
+        check_no_nan(values.reshape(math.prod(values.shape[:-1]), hierarchy.num_labels), "preds", hierarchy,
                      why="it would spread to every ancestor ('max') or descendant ('min')")
     out = max_over_descendants(values, hierarchy) if method == "max" else min_over_ancestors(values, hierarchy)
     return out.numpy() if isinstance(preds, np.ndarray) else out

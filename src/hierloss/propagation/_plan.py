@@ -19,7 +19,7 @@ class HierarchyLike(Protocol):
     @property
     def num_labels(self) -> int: ...
     @property
-    def edge_index(self) -> Tensor: ...
+    def edge_indices(self) -> tuple[tuple[int, int], ...]: ...
     @property
     def heights(self) -> tuple[int, ...]: ...
     @property
@@ -58,7 +58,9 @@ class LevelPlan:
             raise ValueError(f"kind must be 'descendants', 'ancestors' or 'parents', got {kind!r}")
         built = _BUILT.setdefault(hierarchy, {})
         if kind not in built:
-            parents, children = (t.numpy() for t in hierarchy.edge_index)
+            # the edges as plain integers, not a tensor: a plan can be built while torch.export traces the model
+            pairs = np.asarray(hierarchy.edge_indices, dtype=np.int64).reshape(-1, 2)
+            parents, children = pairs[:, 0], pairs[:, 1]
             if kind == "descendants":
                 owner, read, level = parents, children, np.asarray(hierarchy.heights, dtype=np.int64)
             else:

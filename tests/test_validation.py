@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -19,7 +20,15 @@ from hierloss import (
     MultiLabelSoftmaxLoss,
     ZLPRLoss,
 )
-from hierloss._validation import check_pos_weight, check_probabilities, check_target
+from hierloss._validation import (
+    as_pos_weight,
+    check_pos_weight,
+    check_probabilities,
+    check_target,
+    pos_weight_constant,
+    target_is_clean,
+    values_readable,
+)
 from hierloss.functional import hbce_loss, hierarchy_penalty
 
 H = Hierarchy.from_dict({"Abnormal": ["Opacity", "Cardiac"], "Opacity": ["Edema"]})  # 4 labels
@@ -132,3 +141,81 @@ def test_check_helpers_directly() -> None:
     with pytest.raises(ValueError, match=r"column 1 holds -0\.5"):
         check_probabilities(torch.tensor([[0.0, -0.5]]))
     check_pos_weight(torch.tensor([0.0, 3.0]))
+
+
+def test_as_pos_weight_converts_what_users_pass() -> None:
+    """``as_pos_weight`` turns numbers, sequences, NumPy arrays and 0-d / 1-d tensors into a (C,) tensor (a number is
+    the same weight for every label), on the device and in the dtype of ``like``; a floating (C,) tensor passes as
+    it is, its gradient kept."""
+    labels = ("a", "b", "c")
+    want = torch.tensor([1.0, 2.0, 3.0])
+    for value in ([1, 2, 3], (1.0, 2.0, 3.0), np.array([1.0, 2.0, 3.0]), np.array([1, 2, 3]), want.long()):
+        got = as_pos_weight(value, labels)
+        assert got is not None and got.dtype == torch.float32
+        torch.testing.assert_close(got, want)
+    for value in (2, 2.0, np.float32(2.0), np.int64(2), torch.tensor(2.0)):
+        got = as_pos_weight(value, labels)
+        assert got is not None and got.shape == (3,)
+        torch.testing.assert_close(got, torch.full((3,), 2.0))
+    like = torch.zeros(2, 3, dtype=torch.float64)
+    got = as_pos_weight([1, 2, 3], labels, like)
+    assert got is not None and got.dtype == torch.float64
+    learnable = torch.ones(3, requires_grad=True)
+    assert as_pos_weight(learnable, labels) is learnable
+    assert as_pos_weight(None, labels) is None
+
+
+def test_as_pos_weight_errors_say_what_to_pass() -> None:
+    """Booleans, strings, mappings, non-numbers and a wrong length are refused, naming what to pass."""
+    labels = ("a", "b", "c")
+    kinds = r"pos_weight must be a number \(the same weight for every label\), a sequence or NumPy array of C numbers"
+    for bad, name in ((True, "bool"), (np.bool_(False), "bool"), ("1", "str"), ({"a": 1.0}, "dict")):
+        with pytest.raises(TypeError, match=rf"{kinds}, or a 0-d or \(C,\) tensor; got {name}$"):
+            as_pos_weight(bad, labels)
+    with pytest.raises(TypeError, match=rf"{kinds}.*; could not read a list as numbers"):
+        as_pos_weight([object()] * 3, labels)
+    with pytest.raises(ValueError, match=r"Expected `pos_weight` of shape \(3,\), got \(2, 3\)"):
+        as_pos_weight(np.ones((2, 3)), labels)
+    with pytest.raises(ValueError, match=r"Expected `pos_weight` of shape \(3,\), got \(4,\)"):
+        pos_weight_constant([1.0] * 4, labels)
+    weight = pos_weight_constant(2.0, labels)
+    assert weight is not None and weight.is_contiguous() and weight.tolist() == [2.0] * 3
+
+
+def test_target_is_clean_says_when_nothing_needs_a_mask() -> None:
+    """``target_is_clean`` is ``check_target`` that also says whether nothing needs masking: True for values in
+    [0, 1], False with a NaN, an ignore_index entry, an ignore_index that could be a valid value, or an empty
+    target; impossible values still raise."""
+    y = torch.tensor([[0.0, 1.0, 0.3]])
+    assert target_is_clean(y) and target_is_clean(y, ignore_index=-1)
+    assert not target_is_clean(y, ignore_index=0)  # 0 might be ignored: it is a valid value
+    assert target_is_clean(torch.tensor([[True, False]])) and target_is_clean(torch.tensor([[0, 1]]))
+    assert not target_is_clean(torch.tensor([[0.0, float("nan")]]))
+    assert not target_is_clean(torch.tensor([[0.0, -1.0]]), ignore_index=-1)
+    assert not target_is_clean(torch.zeros(0, 3))
+    with pytest.raises(ValueError, match=r"column 1 holds 2\.0"):
+        target_is_clean(torch.tensor([[0.0, 2.0]]))
+    target = torch.tensor([[0.5, 1.0]], requires_grad=True)
+    assert target_is_clean(target) and target.grad_fn is None  # no graph is built for the check
+
+
+def test_value_checks_skip_tensors_batched_by_vmap() -> None:
+    """Under ``torch.func.vmap`` a batched tensor's values cannot be read: ``values_readable`` says so and the checks
+    skip it, while a tensor closed over by the vmapped function is still checked."""
+    assert values_readable(torch.zeros(3))
+    seen: list[bool] = []
+
+    def probe(row: Tensor) -> Tensor:
+        seen.append(values_readable(row))
+        check_target(row[None] * 5)  # out of range, but batched: not read
+        check_probabilities(row[None] + 2)
+        check_pos_weight(-row)
+        return row.sum()
+
+    torch.func.vmap(probe)(torch.ones(4, 3))
+    torch.func.vmap(torch.func.grad(probe))(torch.ones(4, 3))
+    assert seen == [False, False]
+    with pytest.raises(ValueError, match=r"column 0 holds 5\.0"):
+        torch.func.vmap(lambda row: (check_target(torch.full((1, 2), 5.0)), row.sum())[1])(torch.ones(4, 3))
+    torch.func.grad(lambda z: (seen.append(values_readable(z)), z.sum())[1])(torch.ones(3))
+    assert seen[-1]  # grad alone wraps, but values stay readable

@@ -41,8 +41,10 @@ def target_mask(target: Tensor, ignore_index: float | None,
 
 
 def on_eager_cpu(tensor: Tensor) -> bool:
-    """True when ``tensor`` is on the CPU and not being traced by ``torch.compile``: where CPU-only shortcuts apply."""
-    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+    """True when ``tensor`` is on the CPU, not traced by ``torch.compile`` and not transformed by ``torch.func``
+    (``grad``, ``jvp``, ``vmap``): where the CPU-only shortcuts that read a value back apply."""
+    return (tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not torch._C._functorch.is_functorch_wrapped_tensor(tensor))
 
 
 def nan_free_on_cpu(target: Tensor) -> bool:

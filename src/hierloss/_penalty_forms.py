@@ -15,7 +15,8 @@ There are two kinds of form:
 * **difference forms** depend on the clamped gap ``h = max(0, v_c − v_p)`` only: ``penalty = f(h)`` with
   ``f(0) = 0``, and ``∂penalty/∂v_c = f'(h) = −∂penalty/∂v_p``. The fused kernel computes every gap of a batch
   with one matrix product, so these are the fast forms. ``f'(0)`` is 0 (no gradient on a tie), matching the
-  autograd of ``relu``.
+  autograd of ``relu``. Each is positively homogeneous, ``f(a·h) = a**degree · f(h)`` for ``a >= 0``, so a kernel
+  may fold a non-negative edge weight into the gap (``w · f(h) = f(w**(1/degree) · h)``).
 * **pair forms** read both values: one function returns ``penalty = g(v_p, v_c)`` and, when asked, its partial
   derivatives (computed from the same intermediates), or ``None`` for a form without gradient.
 
@@ -72,6 +73,7 @@ class PenaltyForm:
             ``(g, (∂g/∂v_parent, ∂g/∂v_child))``; the partials are ``None`` when not asked for or when the form
             has no gradient.
         has_gradient: whether the form trains (the reference's ``'hard'`` indicator does not).
+        degree: difference forms only: ``k`` with ``f(a·h) = a**k · f(h)`` for every ``a >= 0``.
     """
 
     name: str
@@ -82,6 +84,13 @@ class PenaltyForm:
     slope: GapFn | None = None
     pair: PairFn | None = None
     has_gradient: bool = True
+    degree: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.gap is None) == (self.pair is None):
+            raise ValueError(f"penalty form {self.name!r}: give either gap (a difference form) or pair, not both")
+        if self.gap is not None and (self.slope is None or self.degree is None):
+            raise ValueError(f"difference form {self.name!r} needs its slope and its degree")
 
     @property
     def is_difference(self) -> bool:
@@ -145,11 +154,11 @@ FORMS: dict[str, PenaltyForm] = {
     for form in (
         # max(0, z_child − z_parent) on logits: positive on exactly the edges of 'hinge' (σ is increasing), but its
         # gradient does not vanish where the probabilities saturate. The default (λ = 0.1, docs/hbce.md).
-        PenaltyForm("logit_hinge", "logits", default_scale=0.1, gap=_identity, slope=torch.sign),
+        PenaltyForm("logit_hinge", "logits", default_scale=0.1, gap=_identity, slope=torch.sign, degree=1),
         # max(0, p_child − p_parent): HMCN-style hierarchical violation.
-        PenaltyForm("hinge", "probabilities", gap=_identity, slope=torch.sign),
+        PenaltyForm("hinge", "probabilities", gap=_identity, slope=torch.sign, degree=1),
         # max(0, p_child − p_parent)²
-        PenaltyForm("squared_hinge", "probabilities", gap=_square, slope=_twice),
+        PenaltyForm("squared_hinge", "probabilities", gap=_square, slope=_twice, degree=2),
         # σ((t − p_parent)/τ) · σ((p_child − t)/τ): tends to the hard indicator as τ → 0.
         PenaltyForm("soft", "probabilities", pair=_soft),
         # 1[p_parent < t and p_child > t]: the reference (Asadi et al. 2025); no gradient, summed over edges.

@@ -629,3 +629,22 @@ def test_repr_shows_the_edge_reduction_in_effect(dag: Hierarchy) -> None:
     """``repr`` shows the edge reduction in effect, not the ``None`` that selected it."""
     assert "edge_reduction='mean'" in repr(HBCELoss(dag))
     assert "edge_reduction='sum'" in repr(HBCELoss(dag, mode="hard"))
+
+
+def test_settings_survive_pickle_copy_and_moves(dag: Hierarchy) -> None:
+    """The hyper-parameters read back as passed (``scale`` with the mode's default substituted), and a module's frozen
+    settings and edge plan survive an assignment, pickling, deepcopy and a dtype move."""
+    import copy
+
+    crit = HBCELoss(dag, mode="hinge", edge_reduction=None, threshold=0.4)
+    assert (crit.mode, crit.scale, crit.edge_reduction, crit.threshold, crit.reduction) == ("hinge", 1.0, None, 0.4,
+                                                                                           "mean")
+    crit.scale = 0.3
+    x, y = torch.randn(5, 6), (torch.rand(5, 6) < 0.5).float()
+    want = crit(x, y)
+    for clone in (pickle.loads(pickle.dumps(crit)), copy.deepcopy(crit)):
+        assert clone.scale == 0.3 and clone._settings == crit._settings
+        torch.testing.assert_close(clone(x, y), want)
+    moved = copy.deepcopy(crit).double()
+    assert moved._plan.incidence is moved._incidence and moved._incidence.dtype == torch.float64
+    torch.testing.assert_close(moved(x.double(), y.double()), want.double(), rtol=1e-5, atol=1e-6)

@@ -17,6 +17,8 @@ prediction; only the loss changes).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -25,7 +27,14 @@ from hierloss._autocast import autocast_disabled
 from hierloss._hierarchy_module import HierarchyModule
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_loss
-from hierloss._validation import check_pos_weight, check_target, pos_weight_constant, validating
+from hierloss._validation import (
+    as_pos_weight,
+    check_pos_weight,
+    check_target,
+    pos_weight_constant,
+    validating,
+    values_readable,
+)
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses._elementwise import check_pair
 from hierloss.propagation import LevelPlan, chain_rule_bce
@@ -38,7 +47,7 @@ def conditional_bce_loss(
     target: Tensor,
     hierarchy: Hierarchy,
     reduction: str = "mean",
-    pos_weight: Tensor | None = None,
+    pos_weight: Any = None,
     ignore_index: float | None = None,
     validate_args: bool = True,
 ) -> Tensor:
@@ -53,7 +62,8 @@ def conditional_bce_loss(
             keeps them in buffers).
         reduction: ``'none'``: the ``(N, C)`` terms, 0 where not kept; ``'sum'``: the sum of the kept terms;
             ``'mean'``: their mean over the kept terms (0 when none is kept).
-        pos_weight: ``(C,)`` weight of positive examples per label, as in :class:`torch.nn.BCEWithLogitsLoss`.
+        pos_weight: ``(C,)`` weight of positive examples per label, as in :class:`torch.nn.BCEWithLogitsLoss`: a
+            tensor, a list or NumPy array of ``C`` numbers, or one number for every label.
         ignore_index: a target value (e.g. ``-1``) to leave out.
         validate_args: check target values (see :func:`~hierloss.functional.hbce_loss`); ``False`` never
             synchronises with the device.
@@ -75,6 +85,7 @@ def conditional_bce_loss(
         raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
     if input.ndim != 2 or input.shape[1] != hierarchy.num_labels:
         raise ValueError(f"Expected `input` of shape (N, {hierarchy.num_labels}), got {tuple(input.shape)}")
+    pos_weight = as_pos_weight(pos_weight, hierarchy.labels, input)
     edge_index = hierarchy.edge_index.to(input.device)
     num_parents = _parent_counts(edge_index, hierarchy.num_labels)
     return _conditional_bce_loss(input, target, edge_index, num_parents, reduction, pos_weight, ignore_index,
@@ -94,7 +105,7 @@ def _check_call(input: Tensor, target: Tensor, reduction: str, pos_weight: Tenso
     check_pair(input, target)
     if pos_weight is not None and pos_weight.shape != (input.shape[1],):
         raise ValueError(f"Expected `pos_weight` of shape ({input.shape[1]},), got {tuple(pos_weight.shape)}")
-    if validating(validate_args):
+    if validating(validate_args) and values_readable(target):  # a target batched by vmap cannot be read back
         check_target(target, ignore_index, labels)
         if pos_weight is not None:
             check_pos_weight(pos_weight, labels)
@@ -178,7 +189,7 @@ def chain_rule_bce_loss(
     target: Tensor,
     hierarchy: Hierarchy,
     reduction: str = "mean",
-    pos_weight: Tensor | None = None,
+    pos_weight: Any = None,
     ignore_index: float | None = None,
     validate_args: bool = True,
 ) -> Tensor:
@@ -207,7 +218,8 @@ def chain_rule_bce_loss(
             in buffers).
         reduction: ``'none'``: the ``(N, C)`` terms, 0 where left out; ``'sum'``; ``'mean'`` over the terms not left
             out.
-        pos_weight: ``(C,)`` weight of positive examples per label, as in :class:`torch.nn.BCEWithLogitsLoss`.
+        pos_weight: ``(C,)`` weight of positive examples per label, as in :class:`torch.nn.BCEWithLogitsLoss`: a
+            tensor, a list or NumPy array of ``C`` numbers, or one number for every label.
         ignore_index: a target value (e.g. ``-1``) to leave out.
         validate_args: check target values (see :func:`~hierloss.functional.hbce_loss`); ``False`` never
             synchronises with the device.
@@ -227,6 +239,7 @@ def chain_rule_bce_loss(
         raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
     if input.ndim != 2 or input.shape[1] != hierarchy.num_labels:
         raise ValueError(f"Expected `input` of shape (N, {hierarchy.num_labels}), got {tuple(input.shape)}")
+    pos_weight = as_pos_weight(pos_weight, hierarchy.labels, input)
     return _chain_rule_bce_loss(input, target, LevelPlan.build(hierarchy, "parents", input.device), reduction,
                                 pos_weight, ignore_index, validate_args, hierarchy.labels)
 

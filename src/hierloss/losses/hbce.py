@@ -18,33 +18,33 @@ with an analytic backward, CPU shortcuts, the plain-PyTorch reference) is chosen
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from hierloss._autocast import autocast_disabled
 from hierloss._penalty_forms import DEFAULT_MODE, DEFAULT_TEMPERATURE
-from hierloss._reduction import check_reduction, reduce_loss
-from hierloss._validation import check_pos_weight, check_probabilities, check_target, pos_weight_constant, validating
+from hierloss._reduction import reduce_loss
+from hierloss._validation import (
+    as_pos_weight,
+    check_pos_weight,
+    check_probabilities,
+    pos_weight_constant,
+    target_is_clean,
+)
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses import _hbce_backend
-from hierloss.losses._edges import EdgeModule, check_penalty_args, resolve_edges, resolve_scale
+from hierloss.losses._edges import EdgeModule, PenaltySettings, Setting, resolve_edges, resolve_settings
 
 __all__ = ["HBCELoss", "hbce_loss"]
 
 
-def _check_shapes(input: Tensor, target: Tensor, edge_index: Tensor, edge_weight: Tensor,
-                  pos_weight: Tensor | None) -> None:
-    if input.ndim != 2:
-        raise ValueError(f"Expected `input` of shape (N, C), got {tuple(input.shape)}")
+def _check_shapes(input: Tensor, target: Tensor, num_labels: int) -> None:
+    if input.ndim != 2 or input.shape[1] != num_labels:
+        raise ValueError(f"Expected `input` of shape (N, {num_labels}), got {tuple(input.shape)}")
     if target.shape != input.shape:
         raise ValueError(f"Expected `target` of shape {tuple(input.shape)} like `input`, got {tuple(target.shape)}")
-    if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_weight.shape != (edge_index.shape[1],):
-        raise ValueError(f"Expected edge_index (2, E) and edge_weight (E,), got {tuple(edge_index.shape)} and "
-                         f"{tuple(edge_weight.shape)}")
-    if pos_weight is not None and pos_weight.shape != (input.shape[1],):
-        raise ValueError(f"Expected `pos_weight` of shape ({input.shape[1]},), got {tuple(pos_weight.shape)}")
 
 
 def hbce_loss(
@@ -58,7 +58,7 @@ def hbce_loss(
     temperature: float = DEFAULT_TEMPERATURE,
     reduction: str = "mean",
     from_logits: bool = True,
-    pos_weight: Tensor | None = None,
+    pos_weight: Any = None,
     ignore_index: float | None = None,
     edge_reduction: str | None = None,
     closure: bool = False,
@@ -73,10 +73,10 @@ def hbce_loss(
         hierarchy: the label hierarchy; ``C = hierarchy.num_labels``, ``E = hierarchy.num_edges``. Its edge
             tensors are built (and copied to ``input``'s device) on every call: in a training loop use
             :class:`HBCELoss`, which keeps them in buffers.
-        edge_weight: the weights ``w_e``: a number (the same on every edge, the paper's fixed β), a length-``E``
-            sequence or tensor in ``hierarchy.edges`` order, a ``{(parent, child): value}`` mapping naming every
-            edge, or an :class:`~hierloss.edge_weights.EdgeWeights` (e.g. the paper's data-driven weights,
-            ``ConditionalWeight().fit(hierarchy, labels)``).
+        edge_weight: the weights ``w_e``: a number (Python or NumPy) or 0-d tensor, the same on every edge (the
+            paper's fixed β); a length-``E`` sequence, NumPy array or 1-D tensor in ``hierarchy.edges`` order; a
+            ``{(parent, child): value}`` mapping naming every edge; or an :class:`~hierloss.edge_weights.EdgeWeights`
+            (e.g. the paper's data-driven weights, ``ConditionalWeight().fit(hierarchy, labels)``).
         scale: λ; the effective weight of edge ``e`` is ``scale · w_e``. ``scale=0`` gives plain BCE. ``None``
             (default) is the mode's default: 0.1 for ``'logit_hinge'``, 1.0 for the others.
         mode: ``'logit_hinge'`` (default: ``max(0, z_child − z_parent)`` on logits), ``'hinge'``,
@@ -89,7 +89,8 @@ def hbce_loss(
             not PyTorch's ``'sum'`` over all ``N·C`` elements.
         from_logits: ``True``: stable BCE-with-logits; ``False``: probabilities clipped to ``[1e-7, 1 − 1e-7]``
             as the reference did.
-        pos_weight: ``(C,)`` weight of positive examples per label, as in :class:`torch.nn.BCEWithLogitsLoss`.
+        pos_weight: weight of positive examples per label, as in :class:`torch.nn.BCEWithLogitsLoss`: a ``(C,)``
+            tensor, a length-``C`` sequence or NumPy array, or a number or 0-d tensor (the same for every label).
         ignore_index: a target value (e.g. ``-1``) to leave out of the BCE.
         edge_reduction: ``'sum'`` or ``'mean'`` of the penalty over edges; ``None`` is ``'sum'`` for ``'hard'``
             (the reference) and ``'mean'`` for the trainable modes, so that one ``scale`` means the same on
@@ -100,7 +101,11 @@ def hbce_loss(
             targets in ``[0, 1]``, NaN or ``ignore_index`` (a CheXpert ``-1`` without ``ignore_index=-1`` is
             refused); probabilities in ``[0, 1]`` with ``from_logits=False``; ``pos_weight`` finite and ``>= 0``.
             This reads values back, a device synchronisation on a GPU; ``False`` checks no value and never
-            synchronises (shapes are always checked). Skipped under ``torch.compile``.
+            synchronises (shapes are always checked). Skipped under ``torch.compile``, and for a tensor batched by
+            ``torch.func.vmap`` (per-sample gradients), whose values cannot be read inside the transform.
+
+    Gradients flow to ``input`` and, when it requires grad (distillation), to ``target`` (as with
+    :class:`torch.nn.BCEWithLogitsLoss`); ``torch.func.grad``, ``jvp`` and ``vmap`` work.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
@@ -115,37 +120,35 @@ def hbce_loss(
         0.7201
     """
     edge_index, weight = resolve_edges(hierarchy, edge_weight, closure)
-    if input.ndim != 2 or input.shape[1] != hierarchy.num_labels:
-        raise ValueError(f"Expected `input` of shape (N, {hierarchy.num_labels}), got {tuple(input.shape)}")
-    return _hbce_loss(input, target, edge_index.to(input.device), weight.to(input.device), scale, mode, threshold,
-                      temperature, reduction, from_logits, pos_weight, ignore_index, edge_reduction, validate_args,
-                      hierarchy.labels, None)
+    _check_shapes(input, target, hierarchy.num_labels)
+    settings = resolve_settings(mode, scale, threshold, temperature, edge_reduction, reduction, from_logits,
+                                validate_args, ignore_index)
+    return _hbce_loss(input, target, edge_index.to(input.device), weight.to(input.device),
+                      as_pos_weight(pos_weight, hierarchy.labels, input), settings, hierarchy.labels, None)
 
 
-def _hbce_loss(input: Tensor, target: Tensor, edge_index: Tensor, edge_weight: Tensor, scale: float | None,
-               mode: str, threshold: float, temperature: float, reduction: str, from_logits: bool,
-               pos_weight: Tensor | None, ignore_index: float | None, edge_reduction: str | None,
-               validate_args: bool, labels: tuple[str, ...] | None, plan: _hbce_backend.EdgePlan | None) -> Tensor:
-    """:func:`hbce_loss` on edge tensors, with the label names (for errors) and an optional precomputed edge plan
+def _hbce_loss(input: Tensor, target: Tensor, edge_index: Tensor, edge_weight: Tensor, pos_weight: Tensor | None,
+               settings: PenaltySettings, labels: tuple[str, ...], plan: _hbce_backend.EdgePlan | None) -> Tensor:
+    """:func:`hbce_loss` on edge tensors of matching shapes (``(2, E)``, ``(E,)``, ``pos_weight`` ``(C,)``) and
+    checked settings, with the label names (for the shapes and the errors) and an optional precomputed edge plan
     (:class:`HBCELoss` passes its buffers)."""
-    form, edge_red = check_penalty_args(mode, threshold, temperature, edge_reduction)
-    scale = resolve_scale(form, scale)
-    check_reduction(reduction)
-    _check_shapes(input, target, edge_index, edge_weight, pos_weight)
-    if validating(validate_args):
-        check_target(target, ignore_index, labels)
-        if not from_logits:
+    _check_shapes(input, target, len(labels))
+    clean = False  # whether the value checks found nothing to mask in the target
+    if settings.validate_args and not torch.compiler.is_compiling():
+        clean = target_is_clean(target, settings.ignore_index, labels)
+        if not settings.from_logits:
             check_probabilities(input, labels)
         if pos_weight is not None:
             check_pos_weight(pos_weight, labels)
-    num_edges = edge_index.shape[1]
-    with autocast_disabled(input.device.type):  # low precision computes in float32
-        x = input if input.dtype == torch.float64 else input.float()
-        pw = None if pos_weight is None else pos_weight.to(x.dtype)
-        weight_scale = scale / num_edges if edge_red == "mean" and num_edges else scale
-        loss, reduced = _hbce_backend.hbce(x, target, ignore_index, pw, edge_index, edge_weight.to(x.dtype),
-                                           weight_scale, form, threshold, temperature, reduction, from_logits, plan)
-    return loss if reduced else reduce_loss(loss, reduction)
+    with autocast_disabled("cpu" if input.is_cpu else input.device.type):  # low precision computes in float32
+        x = input if input.dtype in _COMPUTE_DTYPES else input.float()
+        pw = pos_weight if pos_weight is None or pos_weight.dtype == x.dtype else pos_weight.to(x.dtype)
+        weight = edge_weight if edge_weight.dtype == x.dtype else edge_weight.to(x.dtype)
+        loss, reduced = _hbce_backend.hbce(x, target, pw, edge_index, weight, settings, plan, clean)
+    return loss if reduced else reduce_loss(loss, settings.reduction)
+
+
+_COMPUTE_DTYPES = (torch.float32, torch.float64)
 
 
 class HBCELoss(EdgeModule):
@@ -157,21 +160,24 @@ class HBCELoss(EdgeModule):
     reference loss of Asadi et al. (2025), value for value. See :func:`hbce_loss` for every argument.
 
     Constants (``edge_index``, ``edge_weight``, ``pos_weight``) are buffers: ``.to()``, ``.cuda()``, ``.half()``
-    and ``state_dict()`` work, and ``forward`` never synchronises with the host. A state dict saved over another
+    and ``state_dict()`` work, and with ``validate_args=False`` ``forward`` never synchronises with the host. The
+    hyper-parameters are checked once, here; assigning one later (``criterion.scale = 0.3``, a λ schedule) checks
+    the new value at once. A state dict saved over another
     hierarchy is refused when loaded (its ``edge_index`` differs); the weights (``edge_weight``) load freely.
 
     Args:
         hierarchy: the label hierarchy; ``C = hierarchy.num_labels``.
-        edge_weight: the weights ``w_e`` (see :func:`hbce_loss`): a number (fixed β on every edge), a length-``E``
-            sequence/tensor in ``hierarchy.edges`` order, a ``{(parent, child): value}`` mapping naming every edge,
-            or an :class:`~hierloss.edge_weights.EdgeWeights`.
+        edge_weight: the weights ``w_e`` (see :func:`hbce_loss`): a number or 0-d tensor (fixed β on every edge), a
+            length-``E`` sequence, NumPy array or tensor in ``hierarchy.edges`` order, a ``{(parent, child): value}``
+            mapping naming every edge, or an :class:`~hierloss.edge_weights.EdgeWeights`.
         scale: λ, multiplies every penalty; ``None``: the mode's default (0.1 for ``'logit_hinge'``, else 1.0).
         mode: ``'logit_hinge'`` (default), ``'hinge'``, ``'squared_hinge'``, ``'soft'`` or ``'hard'``.
         threshold: threshold of ``'hard'`` / ``'soft'``.
         temperature: temperature of ``'soft'``.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` over samples.
         from_logits: whether ``forward`` receives logits (default) or probabilities.
-        pos_weight: ``(C,)`` positive-class weights.
+        pos_weight: positive-class weights: ``(C,)`` (tensor, sequence or NumPy array) or one number for every
+            label; checked (finite, ``>= 0``) here.
         ignore_index: target value to leave out of the BCE (NaN targets always are).
         validate_args: check target values and probabilities in ``forward`` (see :func:`hbce_loss`); ``False``
             never synchronises with the device.
@@ -191,9 +197,22 @@ class HBCELoss(EdgeModule):
     """
 
     pos_weight: Tensor | None
+    _plan: _hbce_backend.EdgePlan
     _incidence: Tensor | None
     _bag_order: Tensor
     _bag_offsets: Tensor
+    _edge_index_flat: Tensor
+
+    # hyper-parameters: assigning one (``loss.scale = 0.3``) checks it and takes effect on the next call
+    mode = Setting()
+    scale = Setting()
+    threshold = Setting()
+    temperature = Setting()
+    edge_reduction = Setting()
+    reduction = Setting()
+    from_logits = Setting()
+    validate_args = Setting()
+    ignore_index = Setting()
 
     def __init__(
         self,
@@ -205,41 +224,43 @@ class HBCELoss(EdgeModule):
         temperature: float = DEFAULT_TEMPERATURE,
         reduction: str = "mean",
         from_logits: bool = True,
-        pos_weight: Tensor | None = None,
+        pos_weight: Any = None,
         ignore_index: float | None = None,
         closure: bool = False,
         edge_reduction: str | None = None,
         validate_args: bool = True,
     ) -> None:
-        form, effective_edge_reduction = check_penalty_args(mode, threshold, temperature, edge_reduction)
-        check_reduction(reduction)
+        arguments: dict[str, Any] = dict(mode=mode, scale=scale, threshold=threshold, temperature=temperature,
+                                         edge_reduction=edge_reduction, reduction=reduction,
+                                         from_logits=from_logits, validate_args=validate_args,
+                                         ignore_index=ignore_index)
+        resolve_settings(**arguments)  # every hyper-parameter checked before anything is built
         pos_weight = pos_weight_constant(pos_weight, hierarchy.labels)
         super().__init__(hierarchy, edge_weight, closure)
+        self._set_arguments(arguments)
         self.register_buffer("pos_weight", pos_weight)
         # The fused kernel's edge plan, derived from edge_index (not in the state dict)
         plan = _hbce_backend.edge_plan(self.edge_index, hierarchy.num_labels)
         self.register_buffer("_incidence", plan.incidence, persistent=False)
         self.register_buffer("_bag_order", plan.order, persistent=False)
         self.register_buffer("_bag_offsets", plan.offsets, persistent=False)
-        self.scale = resolve_scale(form, scale)
-        self.mode = mode
-        self.threshold = float(threshold)
-        self.temperature = float(temperature)
-        self.reduction = reduction
-        self.from_logits = from_logits
-        self.ignore_index = ignore_index
-        self.validate_args = validate_args
-        self.edge_reduction = edge_reduction
-        self._edge_reduction = effective_edge_reduction
+        self.register_buffer("_edge_index_flat", plan.flat_index, persistent=False)
+        self.__dict__["_plan"] = plan
+
+    def _apply(self, fn: Any, recurse: bool = True) -> HBCELoss:
+        module: HBCELoss = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]  # .to(), .half(): the plan
+        # follows its buffers
+        self.__dict__["_plan"] = _hbce_backend.EdgePlan(self._incidence, self._bag_order, self._bag_offsets,
+                                                        self._edge_index_flat, {})
+        return module
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Loss of ``input`` (``(N, C)`` logits or probabilities) against ``target`` (``(N, C)``)."""
-        self._check_width(input)
-        plan = _hbce_backend.EdgePlan(self._incidence, self._bag_order, self._bag_offsets)
-        return _hbce_loss(input, target, self.edge_index, self.edge_weight, self.scale, self.mode, self.threshold,
-                          self.temperature, self.reduction, self.from_logits, self.pos_weight, self.ignore_index,
-                          self.edge_reduction, self.validate_args, self.hierarchy.labels, plan)
+        buffers = self._buffers  # read directly: nn.Module.__getattr__ costs as much as a small tensor op
+        return _hbce_loss(input, target, cast(Tensor, buffers["edge_index"]), cast(Tensor, buffers["edge_weight"]),
+                          buffers["pos_weight"], self._settings, self.hierarchy.labels, self._plan)
 
     def extra_repr(self) -> str:
         return (f"num_labels={self.hierarchy.num_labels}, num_edges={self.edge_index.shape[1]}, mode={self.mode!r}, "
-                f"scale={self.scale}, edge_reduction={self._edge_reduction!r}, from_logits={self.from_logits}")
+                f"scale={self.scale}, edge_reduction={self._settings.edge_reduction!r}, "
+                f"from_logits={self.from_logits}")

@@ -9,10 +9,17 @@ from torch import Tensor
 
 from hierloss._autocast import autocast_disabled
 from hierloss._penalty_forms import DEFAULT_MODE, DEFAULT_TEMPERATURE, edge_penalty, penalty_space
-from hierloss._reduction import check_reduction, reduce_loss
+from hierloss._reduction import reduce_loss
 from hierloss._validation import check_probabilities, validating
 from hierloss.hierarchy import Hierarchy
-from hierloss.losses._edges import EdgeModule, check_penalty_args, resolve_edges, resolve_scale
+from hierloss.losses._edges import (
+    EdgeModule,
+    PenaltySettings,
+    Setting,
+    check_penalty_args,
+    resolve_edges,
+    resolve_settings,
+)
 
 __all__ = ["DEFAULT_MODE", "DEFAULT_TEMPERATURE", "HierarchyPenalty", "edge_terms", "hierarchy_penalty"]
 
@@ -61,8 +68,9 @@ def hierarchy_penalty(
         input: ``(N, C)`` logits (``from_logits=True``) or probabilities.
         hierarchy: the label hierarchy; its edge tensors are built (and copied to ``input``'s device) on every
             call: in a training loop use :class:`HierarchyPenalty`, which keeps them in buffers.
-        edge_weight: the weights ``w_e``: a number, a length-``E`` sequence or tensor, a ``{(parent, child): value}``
-            mapping or an :class:`~hierloss.edge_weights.EdgeWeights` (see :func:`~hierloss.functional.hbce_loss`).
+        edge_weight: the weights ``w_e``: a number or 0-d tensor, a length-``E`` sequence, NumPy array or tensor, a
+            ``{(parent, child): value}`` mapping or an :class:`~hierloss.edge_weights.EdgeWeights` (see
+            :func:`~hierloss.functional.hbce_loss`).
         scale: multiplies every weight (the paper's λ); ``None`` is the mode's default: 0.1 for ``'logit_hinge'``,
             1.0 for the others.
         mode: ``'logit_hinge'`` (default), ``'hinge'``, ``'squared_hinge'``, ``'soft'`` or ``'hard'`` (see
@@ -76,7 +84,11 @@ def hierarchy_penalty(
         closure: penalise every (ancestor, descendant) pair of ``hierarchy.closure()`` instead of direct edges.
         validate_args: with ``from_logits=False``, check that ``input`` holds probabilities in ``[0, 1]`` and
             raise a ``ValueError`` naming the first offending column and value (a device synchronisation on a
-            GPU); ``False`` checks no value and never synchronises. Skipped under ``torch.compile``.
+            GPU); ``False`` checks no value and never synchronises. Skipped under ``torch.compile`` and for an
+            input batched by ``torch.func.vmap``.
+
+    Plain PyTorch throughout: autograd, ``torch.func`` transforms (``grad``, ``jvp``, ``vmap``) and
+    ``torch.compile`` work.
 
     Shape:
         input ``(N, C)``; output scalar, or ``(N,)`` with ``reduction='none'``.
@@ -92,19 +104,17 @@ def hierarchy_penalty(
     edge_index, weight = resolve_edges(hierarchy, edge_weight, closure)
     if input.ndim != 2 or input.shape[1] != hierarchy.num_labels:
         raise ValueError(f"Expected `input` of shape (N, {hierarchy.num_labels}), got {tuple(input.shape)}")
+    settings = resolve_settings(mode, scale, threshold, temperature, edge_reduction, reduction, from_logits,
+                                validate_args)
     if not from_logits and validating(validate_args):
         check_probabilities(input, hierarchy.labels)
-    return _hierarchy_penalty(input, edge_index.to(input.device), weight.to(input.device), scale, mode, threshold,
-                              temperature, from_logits, edge_reduction, reduction)
+    return _hierarchy_penalty(input, edge_index.to(input.device), weight.to(input.device), settings)
 
 
-def _hierarchy_penalty(input: Tensor, edge_index: Tensor, edge_weight: Tensor, scale: float | None, mode: str,
-                       threshold: float, temperature: float, from_logits: bool, edge_reduction: str | None,
-                       reduction: str) -> Tensor:
-    """:func:`hierarchy_penalty` on edge tensors (:class:`HierarchyPenalty` passes its buffers), values unchecked."""
-    form, edge_red = check_penalty_args(mode, threshold, temperature, edge_reduction)
-    scale = resolve_scale(form, scale)
-    check_reduction(reduction)
+def _hierarchy_penalty(input: Tensor, edge_index: Tensor, edge_weight: Tensor, settings: PenaltySettings) -> Tensor:
+    """:func:`hierarchy_penalty` on edge tensors and checked settings (:class:`HierarchyPenalty` passes its
+    buffers), values unchecked."""
+    form = settings.form
     if input.ndim != 2:
         raise ValueError(f"Expected `input` of shape (N, C), got {tuple(input.shape)}")
     if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_weight.shape != (edge_index.shape[1],):
@@ -112,12 +122,10 @@ def _hierarchy_penalty(input: Tensor, edge_index: Tensor, edge_weight: Tensor, s
                          f"{tuple(edge_weight.shape)}")
     with autocast_disabled(input.device.type):
         x = input if input.dtype == torch.float64 else input.float()  # low precision computes in float32
-        weight = edge_weight.to(x.dtype) * scale
-        if edge_red == "mean":
-            weight = weight / max(edge_index.shape[1], 1)
-        per_sample = edge_penalty(penalty_space(x, form, from_logits), edge_index, weight, form, threshold,
-                                  temperature)
-    return reduce_loss(per_sample, reduction)
+        weight = edge_weight.to(x.dtype) * settings.edge_scale(edge_index.shape[1])
+        per_sample = edge_penalty(penalty_space(x, form, settings.from_logits), edge_index, weight, form,
+                                  settings.threshold, settings.temperature)
+    return reduce_loss(per_sample, settings.reduction)
 
 
 class HierarchyPenalty(EdgeModule):
@@ -129,8 +137,8 @@ class HierarchyPenalty(EdgeModule):
 
     Args:
         hierarchy: the label hierarchy; ``C = hierarchy.num_labels``, ``E = hierarchy.num_edges``.
-        edge_weight: the weights ``w_e``: a number, a length-``E`` sequence/tensor, a ``{(parent, child): value}``
-            mapping or an :class:`~hierloss.edge_weights.EdgeWeights`.
+        edge_weight: the weights ``w_e``: a number or 0-d tensor, a length-``E`` sequence, NumPy array or tensor, a
+            ``{(parent, child): value}`` mapping or an :class:`~hierloss.edge_weights.EdgeWeights`.
         scale: λ, multiplies every penalty; ``None``: the mode's default (0.1 for ``'logit_hinge'``, else 1.0).
         mode: see :func:`hierarchy_penalty`.
         threshold: see :func:`hierarchy_penalty`.
@@ -154,6 +162,16 @@ class HierarchyPenalty(EdgeModule):
         >>> loss.backward()
     """
 
+    # hyper-parameters: assigning one (``penalty.scale = 0.3``) checks it and takes effect on the next call
+    mode = Setting()
+    scale = Setting()
+    threshold = Setting()
+    temperature = Setting()
+    edge_reduction = Setting()
+    reduction = Setting()
+    from_logits = Setting()
+    validate_args = Setting()
+
     def __init__(
         self,
         hierarchy: Hierarchy,
@@ -168,27 +186,21 @@ class HierarchyPenalty(EdgeModule):
         reduction: str = "mean",
         validate_args: bool = True,
     ) -> None:
-        form, effective_edge_reduction = check_penalty_args(mode, threshold, temperature, edge_reduction)
-        check_reduction(reduction)
+        arguments: dict[str, Any] = dict(mode=mode, scale=scale, threshold=threshold, temperature=temperature,
+                                         edge_reduction=edge_reduction, reduction=reduction,
+                                         from_logits=from_logits, validate_args=validate_args)
+        resolve_settings(**arguments)  # every hyper-parameter checked before anything is built
         super().__init__(hierarchy, edge_weight, closure)
-        self._edge_reduction = effective_edge_reduction
-        self.scale = resolve_scale(form, scale)
-        self.mode = mode
-        self.threshold = float(threshold)
-        self.temperature = float(temperature)
-        self.from_logits = from_logits
-        self.edge_reduction = edge_reduction
-        self.reduction = reduction
-        self.validate_args = validate_args
+        self._set_arguments(arguments)
 
     def forward(self, input: Tensor) -> Tensor:
         """Penalty of ``input`` (``(N, C)`` logits or probabilities)."""
         self._check_width(input)
-        if not self.from_logits and validating(self.validate_args):
+        settings = self._settings
+        if not settings.from_logits and validating(settings.validate_args):
             check_probabilities(input, self.hierarchy.labels)  # here with the labels' names
-        return _hierarchy_penalty(input, self.edge_index, self.edge_weight, self.scale, self.mode, self.threshold,
-                                  self.temperature, self.from_logits, self.edge_reduction, self.reduction)
+        return _hierarchy_penalty(input, self.edge_index, self.edge_weight, settings)
 
     def extra_repr(self) -> str:
         return (f"num_labels={self.hierarchy.num_labels}, num_edges={self.edge_index.shape[1]}, mode={self.mode!r}, "
-                f"scale={self.scale}, edge_reduction={self._edge_reduction!r}")
+                f"scale={self.scale}, edge_reduction={self._settings.edge_reduction!r}")

@@ -24,7 +24,7 @@ from hierloss._autocast import autocast_disabled
 from hierloss._hierarchy_module import HierarchyModule
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_loss
-from hierloss._validation import check_target, validating
+from hierloss._validation import check_target, validating, values_readable
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses._elementwise import check_pair
 from hierloss.propagation import LevelPlan, constrained_logits
@@ -57,7 +57,8 @@ def mc_loss(
         ignore_index: a target value (e.g. ``-1``) to leave out.
         validate_args: check that every target is in ``[0, 1]``, NaN or ``ignore_index`` and raise a
             ``ValueError`` naming the first offending column and value otherwise (default). This reads a value
-            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises.
+            back, a device synchronisation on a GPU; ``False`` checks no value and never synchronises. Under
+            ``torch.compile``, and for a target batched by ``torch.func.vmap``, values are not checked.
 
     Shape:
         input, target ``(N, C)``; output scalar, or ``(N, C)`` with ``reduction='none'``.
@@ -81,7 +82,7 @@ def _mc_loss(input: Tensor, target: Tensor, plan: LevelPlan, reduction: str, ign
     """:func:`mc_loss` with the hierarchy's upward plan given (:class:`MCLoss` keeps it in buffers)."""
     check_reduction(reduction)
     check_pair(input, target)
-    if validating(validate_args):
+    if validating(validate_args) and values_readable(target):  # a target batched by vmap cannot be read back
         check_target(target, ignore_index, labels)
     with autocast_disabled(input.device.type):
         z = input if input.dtype == torch.float64 else input.float()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import heapq
 import json
+import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar, overload

@@ -25,8 +25,8 @@ def coherent(preds: Any, hierarchy: Hierarchy, method: str = "max", validate_arg
     Both are exact on DAGs and leave no violation at any threshold. ``'max'`` is
     :func:`hierloss.functional.max_over_descendants` (the one implementation, also behind ``MaxConstraint`` and
     ``Hierarchy.propagate``) and ``'min'`` :func:`~hierloss.functional.min_over_ancestors`, applied to any array.
-    They run level by level over the hierarchy (:mod:`hierloss.propagation`): ``O(N·E)`` work and no
-    ``(N, C, C)`` tensor (measurements in ``docs/benchmarks.md``).
+    Both are operations of the propagation engine (:mod:`hierloss.propagation`): ``O(N·(C + E))`` time and memory
+    whatever the depth, and no ``(N, C, C)`` tensor (measurements in ``docs/benchmarks.md``).
 
     Args:
         preds: ``(N, C)`` or ``(C,)`` scores (probabilities or logits: both methods commute with any increasing

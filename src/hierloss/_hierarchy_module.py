@@ -42,13 +42,13 @@ class HierarchyModule(nn.Module):
 
     def _register_plan(self, name: str, kind: PlanKind) -> None:
         """Build the ``kind`` plan of the hierarchy and keep it as the buffers ``{name}_nodes`` and
-        ``{name}_neighbours``; :meth:`_plan` gives it back."""
+        ``{name}_neighbours``; :meth:`_level_plan` gives it back."""
         plan = LevelPlan.build(self.hierarchy, kind)
         self.register_buffer(f"{name}_nodes", plan.nodes, persistent=False)
         self.register_buffer(f"{name}_neighbours", plan.neighbours, persistent=False)
         self._plans[name] = (plan.groups, kind)
 
-    def _plan(self, name: str = "plan") -> LevelPlan:
+    def _level_plan(self, name: str = "plan") -> LevelPlan:
         groups, kind = self._plans[name]
         return LevelPlan(getattr(self, f"{name}_nodes"), getattr(self, f"{name}_neighbours"), groups,
                          self.hierarchy.num_labels, kind)

@@ -79,4 +79,4 @@ class ChainRule(HierarchyModule):
     def forward(self, input: Tensor) -> Tensor:
         """Marginal probabilities of ``input`` (``(..., C)`` conditional logits)."""
         self._check_width(input)
-        return chain_rule_marginals(input, self._plan())
+        return chain_rule_marginals(input, self._level_plan())

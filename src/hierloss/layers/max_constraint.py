@@ -42,4 +42,4 @@ class MaxConstraint(HierarchyModule):
     def forward(self, input: Tensor) -> Tensor:
         """Max over self and descendants of ``input`` (``(..., C)`` scores)."""
         self._check_width(input)
-        return closure_max(input, self._plan())
+        return closure_max(input, self._level_plan())

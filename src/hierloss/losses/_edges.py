@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from hierloss._hierarchy_module import HierarchyModule
 from hierloss._penalty_forms import FORMS, MODES, PenaltyForm
 from hierloss._reduction import check_reduction
 from hierloss.hierarchy import Hierarchy
@@ -210,25 +211,20 @@ class Setting:
         module._set_arguments({**module._arguments, self.name: value})
 
 
-class EdgeModule(nn.Module):
-    """Base of the modules whose constants are a hierarchy's edges: ``edge_index`` and ``edge_weight`` buffers.
-
-    Loading a state dict checks that its ``edge_index`` is this module's: a state dict saved from a loss over
-    another hierarchy is refused with an error naming the first differing edge (the module's derived buffers and
-    its ``hierarchy`` could not follow it). ``edge_weight`` (the weights ``w_e``) loads freely.
+class EdgeModule(HierarchyModule):
+    """Base of the modules whose constants are a hierarchy's edges and their weights: the :class:`HierarchyModule`
+    base (``edge_index`` buffer, the state-dict guard naming the first differing edge) plus an ``edge_weight``
+    buffer (the weights ``w_e``, which load freely) and the frozen penalty settings.
     """
 
-    edge_index: Tensor
     edge_weight: Tensor
     _arguments: dict[str, Any]
     _settings: PenaltySettings
 
     def __init__(self, hierarchy: Hierarchy, edge_weight: Any, closure: bool) -> None:
-        super().__init__()
         edge_index, weight = resolve_edges(hierarchy, edge_weight, closure)
-        self.hierarchy = hierarchy
+        super().__init__(hierarchy, edge_index)
         self.closure = closure
-        self.register_buffer("edge_index", edge_index)
         self.register_buffer("edge_weight", weight)
 
     def _set_arguments(self, arguments: dict[str, Any]) -> None:
@@ -238,34 +234,3 @@ class EdgeModule(nn.Module):
         self.__dict__["_arguments"] = {**arguments, "scale": settings.scale}
         self.__dict__["_settings"] = settings
 
-    def _check_width(self, input: Tensor) -> None:
-        if input.ndim != 2 or input.shape[1] != self.hierarchy.num_labels:
-            raise ValueError(f"Expected `input` of shape (N, {self.hierarchy.num_labels}), got {tuple(input.shape)}")
-
-    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, local_metadata: Any, strict: bool,
-                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
-        key = prefix + "edge_index"
-        if key in state_dict:
-            problem = _edge_index_mismatch(state_dict[key], self.edge_index, self.hierarchy.labels)
-            if problem is not None:
-                error_msgs.append(f"{key}: the state dict was saved for another hierarchy ({problem}); build the "
-                                  f"{type(self).__name__} from the hierarchy it was saved with")
-                return  # nothing of this module is loaded
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-
-
-def _edge_index_mismatch(loaded: Any, current: Tensor, labels: Sequence[str]) -> str | None:
-    """``None`` when ``loaded`` equals ``current``; else what differs, naming the first differing edge."""
-    if not isinstance(loaded, Tensor) or loaded.ndim != 2 or loaded.shape[0] != 2:
-        return f"its edge_index is not a (2, E) tensor: {loaded!r:.80}"
-    if loaded.shape != current.shape:
-        return f"it has {loaded.shape[1]} edges, this hierarchy has {current.shape[1]}"
-    loaded, current = loaded.detach().cpu().long(), current.detach().cpu()
-    differ = torch.nonzero((loaded != current).any(0))
-    if differ.numel() == 0:
-        return None
-    e = int(differ[0])
-    (lp, lc), (cp, cc) = loaded[:, e].tolist(), current[:, e].tolist()
-    return (f"its edge {e} joins label indices ({lp}, {lc}); this hierarchy's edge {e} is "
-            f"({labels[cp]!r}, {labels[cc]!r}) = ({cp}, {cc})")

@@ -303,8 +303,8 @@ class ChainRuleBCELoss(HierarchyModule):
         """Loss of ``input`` (``(N, C)`` conditional logits) against ``target`` (``(N, C)``)."""
         if input.ndim != 2 or input.shape[1] != self.hierarchy.num_labels:
             raise ValueError(f"Expected `input` of shape (N, {self.hierarchy.num_labels}), got {tuple(input.shape)}")
-        return _chain_rule_bce_loss(input, target, self._plan(), self.reduction, self.pos_weight, self.ignore_index,
-                                    self.validate_args, self.hierarchy.labels)
+        return _chain_rule_bce_loss(input, target, self._level_plan(), self.reduction, self.pos_weight,
+                                    self.ignore_index, self.validate_args, self.hierarchy.labels)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, reduction={self.reduction!r}"

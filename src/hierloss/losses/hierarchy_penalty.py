@@ -195,7 +195,7 @@ class HierarchyPenalty(EdgeModule):
 
     def forward(self, input: Tensor) -> Tensor:
         """Penalty of ``input`` (``(N, C)`` logits or probabilities)."""
-        self._check_width(input)
+        self._check_width(input, matrix=True)
         settings = self._settings
         if not settings.from_logits and validating(settings.validate_args):
             check_probabilities(input, self.hierarchy.labels)  # here with the labels' names

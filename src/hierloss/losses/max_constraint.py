@@ -137,7 +137,7 @@ class MCLoss(HierarchyModule):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Loss of ``input`` (``(N, C)`` logits) against ``target`` (``(N, C)``)."""
         self._check_width(input)
-        return _mc_loss(input, target, self._plan(), self.reduction, self.ignore_index, self.validate_args,
+        return _mc_loss(input, target, self._level_plan(), self.reduction, self.ignore_index, self.validate_args,
                         self.hierarchy.labels)
 
     def extra_repr(self) -> str:

@@ -1,5 +1,8 @@
 """Forward+backward time of every hierloss loss relative to ``BCEWithLogitsLoss`` on the same ``(N, C)`` input.
 
+The losses are the training criteria of ``hierloss.recipes`` (each once), plus BCE through two layers
+(``MaxConstraint``, ``LabelGraphRefinement``) as separate timing cases.
+
 Sizes: CheXpert (21 labels, 20 edges; N = 16, 256, 4096) and cellcycle_GO (4,125 labels, 5,824 edges; N = 64,
 256), eager and (with ``--compile``) ``torch.compile(fullgraph=True)``. Losses are timed round-robin (one
 sample of each per round), so slow drifts in machine load hit every loss alike and the ratios stay fair.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -64,33 +68,41 @@ def _max_constraint_head(layer: nn.Module) -> LossFn:
     return lambda x, y: bce_on_probs(layer(torch.sigmoid(x)), y)
 
 
-def _penalty_plus_bce(penalty: nn.Module) -> LossFn:
-    bce = nn.BCEWithLogitsLoss()
-    return lambda x, y: bce(x, y) + penalty(x)
+Builder = Callable[[Hierarchy], tuple[LossFn, list[nn.Module]]]
 
 
-# name -> (what is timed, builder(hierarchy) -> loss(logits, target) plus the modules to move to the device).
-LOSSES: dict[str, tuple[str, Callable[[Hierarchy], tuple[LossFn, list[nn.Module]]]]] = {
-    "BCEWithLogitsLoss": ("torch.nn.BCEWithLogitsLoss()(logits, target)",
-                          lambda h: (nn.BCEWithLogitsLoss(), [])),
-    "HBCELoss": ("HBCELoss(h)(logits, target), default mode",
-                 lambda h: (m := _cls("HBCELoss")(h), [m])),
-    "HierarchyPenalty": ("BCEWithLogits(logits, target) + HierarchyPenalty(h)(logits)",
-                         lambda h: (_penalty_plus_bce(m := _cls("HierarchyPenalty")(h)), [m])),
-    "AsymmetricLoss": ("AsymmetricLoss()(logits, target)", lambda h: (m := _cls("AsymmetricLoss")(), [m])),
-    "FocalLoss": ("FocalLoss()(logits, target)", lambda h: (m := _cls("FocalLoss")(), [m])),
-    "ZLPRLoss": ("ZLPRLoss()(logits, target)", lambda h: (m := _cls("ZLPRLoss")(), [m])),
-    "MultiLabelSoftmaxLoss": ("MultiLabelSoftmaxLoss()(logits, target)",
-                              lambda h: (m := _cls("MultiLabelSoftmaxLoss")(), [m])),
-    "MCLoss": ("MCLoss(h)(logits, target)", lambda h: (m := _cls("MCLoss")(h), [m])),
-    "MaxConstraint": ("binary_cross_entropy(MaxConstraint(h)(sigmoid(logits)), target)",
-                      lambda h: (_max_constraint_head(m := _cls("MaxConstraint")(h)), [m])),
-    "LabelGraphRefinement": ("BCEWithLogits(LabelGraphRefinement(C, h)(logits), target)",
+def _recipe_stage(recipe: str, stage: int) -> Builder:
+    def build(h: Hierarchy) -> tuple[LossFn, list[nn.Module]]:
+        criterion = hierloss.recipes.get(recipe, h).stages[stage]
+        return criterion, [criterion]
+
+    return build
+
+
+def _recipe_cases() -> dict[str, tuple[str, Builder]]:
+    """Every training criterion of ``hierloss.recipes`` once, named after its loss (the last class its code names:
+    ``HierarchyPenalty`` for ``BCEWithLogitsLoss() + HierarchyPenalty(h)``), the first recipe naming it kept:
+    ``HBCELoss`` in its default mode (``bench_hbce.py`` times the others), ``ChainRuleBCELoss`` as
+    ``conditional-ft``'s fine-tuning stage."""
+    cases: dict[str, tuple[str, Builder]] = {}
+    for name in hierloss.recipes.names():
+        for index, stage in enumerate(hierloss.recipes.spec(name).stages):
+            row = re.findall(r"(\w+)\(", stage.criterion)[-1]
+            where = f", stage {index}" if len(hierloss.recipes.spec(name).stages) > 1 else ""
+            cases.setdefault(row, (f"{stage.criterion}: recipe {name!r}{where}", _recipe_stage(name, index)))
+    return cases
+
+
+# name -> (what is timed, builder(hierarchy) -> loss(logits, target) plus the modules to move to the device): every
+# training criterion of hierloss.recipes, then two timing cases that are not a recipe's criterion: BCE through
+# each of two layers.
+LOSSES: dict[str, tuple[str, Builder]] = {
+    **_recipe_cases(),
+    "MaxConstraint": ("binary_cross_entropy(MaxConstraint(h)(sigmoid(logits)), target), a layer, not a recipe's "
+                      "criterion", lambda h: (_max_constraint_head(m := _cls("MaxConstraint")(h)), [m])),
+    "LabelGraphRefinement": ("BCEWithLogits(LabelGraphRefinement(C, h)(logits), target), a layer, not a recipe's "
+                             "criterion",
                              lambda h: (_bce_head(m := _cls("LabelGraphRefinement")(h.num_labels, h)), [m])),
-    "ConditionalBCELoss": ("ConditionalBCELoss(h)(logits, target)",
-                           lambda h: (m := _cls("ConditionalBCELoss")(h), [m])),
-    "ChainRuleBCELoss": ("ChainRuleBCELoss(h)(logits, target), conditional training's fine-tuning stage",
-                         lambda h: (m := _cls("ChainRuleBCELoss")(h), [m])),
 }
 
 

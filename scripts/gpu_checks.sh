@@ -9,15 +9,17 @@
 #                                           (default: gasch2_GO diatoms imclef07a, the ones not complete)
 #   bash scripts/gpu_checks.sh conditional OUTDIR [DATASET ...]   # conditional training (plain and fine-tuned)
 #                                           beside BCE and MCLoss, every seed stacked (default: the five GO
-#                                           datasets); then `hmc_quality.py --by-seed` pairs them
+#                                           datasets); then `hmc_quality.py --by-seed ... --out
+#                                           OUTDIR/hmc_quality.jsonl` pairs them
 #
 # Needs python3 (or $PYTHON) with torch (CUDA build), numpy, pandas, networkx; hierloss is used from src/ (no
-# install), and the HMC data from ../shared/data/hmc. `quality` copies benchmarks/results/hmc_quality.jsonl to
+# install), and the HMC data from ../shared/data/hmc. Every stage names its results file (`--out`): hmc_quality.py
+# never writes the committed table unless told to. `quality` copies benchmarks/results/hmc_quality.jsonl to
 # OUTDIR/hmc_quality.jsonl, skips the runs in it and appends each dataset's rows when its stacked run ends (a
 # dataset cut by a time limit loses its stack, not the datasets before it; SEEDS="0" etc. makes smaller stacks
 # where one would not fit: `probe` times an epoch of the whole stack): copy that file back over
 # benchmarks/results/hmc_quality.jsonl, commit it, and rebuild the table in docs/benchmarks.md
-# (`python benchmarks/hmc_quality.py --table`).
+# (`python benchmarks/hmc_quality.py --table --out benchmarks/results/hmc_quality.jsonl`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:?usage: gpu_checks.sh tests|bench|probe|quality|conditional OUTDIR [DATASET ...]}

@@ -105,6 +105,19 @@ def test_every_listed_loss_builds_and_trains_one_step() -> None:
         assert x.grad is not None and torch.isfinite(x.grad).all(), name
 
 
+def test_timed_losses_are_the_recipes_criteria_plus_two_layers() -> None:
+    """bench_losses.LOSSES times each training criterion of hierloss.recipes (every class any recipe stage trains
+    with, once) and, as separate cases, BCE through MaxConstraint and LabelGraphRefinement."""
+    h = synthetic_dag(30, 40, depth=4, roots=2)
+    timed = {name: type(bench_losses.LOSSES[name][1](h)[0]) for name in bench_losses.LOSSES}
+    trained = {type(stage) for name in hierloss.recipes.names() for stage in hierloss.recipes.get(name, h).stages}
+    assert set(timed.values()) - {type(lambda: None)} == trained  # the two layer cases are closures
+    assert [name for name, kind in timed.items() if kind is type(lambda: None)] == ["MaxConstraint",
+                                                                                  "LabelGraphRefinement"]
+    assert timed["HierarchyPenalty"] is hierloss.recipes.PenalisedLoss and timed["HBCELoss"] is hierloss.HBCELoss
+    assert "recipe 'conditional-ft', stage 1" in bench_losses.LOSSES["ChainRuleBCELoss"][0]
+
+
 def test_missing_loss_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
     """A listed loss that hierloss does not export raises MissingLossError naming it."""
     monkeypatch.setitem(bench_losses.LOSSES, "NoSuchLoss", ("", lambda h: (bench_losses._cls("NoSuchLoss")(), [])))
@@ -186,68 +199,6 @@ def test_unknown_group_is_rejected() -> None:
     """--only with a group that does not exist exits with argparse's usage error."""
     with pytest.raises(SystemExit):
         suite.main(["--quick", "--only", "nope"])
-
-
-def test_hmc_quality_appends_rows_skips_done_runs_and_stacks(tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """hmc_quality.py (1 reduced epoch on eisen_FUN): one row per output, runs already in the file are skipped,
-    --stack trains the remaining runs together and says so in the row, and --table shows every method."""
-    import hmc_quality
-
-    if not hmc_quality.HMC.is_dir():
-        pytest.skip(f"HMC datasets not found at {hmc_quality.HMC}")
-    out = tmp_path / "q.jsonl"
-    common = ["--datasets", "eisen_FUN", "--epochs", "1", "--out", str(out)]
-    assert hmc_quality.main([*common, "--seeds", "0", "--losses", "bce", "mcloss"]) == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["seed"], r["loss"], r["output"]) for r in rows] == [(0, "bce", "raw"), (0, "bce", "coherent"),
-                                                                   (0, "mcloss", "max-constraint")]
-    assert all(r["epochs"] == 1 and not r["full_protocol"] and r["hidden"] == 500 for r in rows)
-    assert hmc_quality.main([*common, "--seeds", "0", "1", "--losses", "bce", "mcloss", "--stack"]) == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    new = rows[3:]
-    assert [(r["seed"], r["loss"]) for r in new] == [(1, "bce"), (1, "bce"), (1, "mcloss")]
-    assert all(r["where"].endswith("; 2 networks stacked") for r in new)
-    capsys.readouterr()
-    assert hmc_quality.main(["--table", "--out", str(out)]) == 0
-    table = capsys.readouterr().out
-    for method in ("| BCE |", "| BCE + coherent |", "| MCLoss |"):
-        assert f"| eisen_FUN | 1 (reduced; protocol 110) {method} 0,1 |" in table
-    assert "| 0.306 | 0.298 |" in table  # published C-HMCNN and HMCN-F AU(PRC) beside ours
-    assert hmc_quality.main(["--table", "--out", str(out), "--datasets", "derisi_FUN"]) == 0
-    only_other = capsys.readouterr().out
-    assert "| dataset | epochs | method |" in only_other and "eisen_FUN" not in only_other
-
-
-def test_hmc_quality_by_seed_pairs_methods_with_each_baseline() -> None:
-    """--by-seed: one line per (dataset, seed) with each method's difference to each baseline of the same seed (a
-    missing baseline or method shows '—'), then per dataset and over all pairs the mean difference and the wins."""
-    import hmc_quality
-
-    def row(dataset: str, seed: int, loss: str, output: str, auprc: float, hf1: float = 0.5) -> dict[str, object]:
-        return {"dataset": dataset, "epochs": 7, "seed": seed, "loss": loss, "output": output, "auprc": auprc,
-                "hf1": hf1, "violation_any": 0.0}
-
-    rows = [row("eisen_FUN", 0, "bce", "coherent", 0.30), row("eisen_FUN", 0, "mcloss", "max-constraint", 0.31),
-            row("eisen_FUN", 0, "conditional", "chain-rule", 0.305),
-            row("eisen_FUN", 1, "bce", "coherent", 0.20), row("eisen_FUN", 1, "mcloss", "max-constraint", 0.25),
-            row("eisen_FUN", 1, "conditional", "chain-rule", 0.21),
-            row("eisen_FUN", 1, "conditional-ft", "chain-rule", 0.26),
-            row("spo_FUN", 0, "conditional", "chain-rule", 0.1),
-            row("spo_FUN", 0, "bce", "raw", 0.9)]  # BCE's raw output is not a baseline
-    text = hmc_quality.by_seed(rows, ["Conditional (chain rule)", "Conditional + fine-tuning (chain rule)"])
-    lines = text.splitlines()
-    assert lines[2] == ("| eisen_FUN | 7 | 0 | 0.3000 / 0.5000 | 0.3100 / 0.5000 | 0.3050 / 0.5000 / 0.0% | "
-                        "+0.0050 | -0.0050 | — | — | — |")
-    assert lines[3] == ("| eisen_FUN | 7 | 1 | 0.2000 / 0.5000 | 0.2500 / 0.5000 | 0.2100 / 0.5000 / 0.0% | "
-                        "+0.0100 | -0.0400 | 0.2600 / 0.5000 / 0.0% | +0.0600 | +0.0100 |")
-    assert lines[4] == "| spo_FUN | 7 | 0 | — | — | 0.1000 / 0.5000 / 0.0% | — | — | — | — | — |"
-    assert ("- Conditional (chain rule) vs BCE + coherent, eisen_FUN (7 epochs): mean Δ AU(PRC) +0.0075, higher on 2 "
-            "of 2 seeds") in lines
-    assert ("- **Conditional (chain rule) vs MCLoss, all pairs: mean Δ AU(PRC) -0.0225, higher on 0 of 2 seeds; "
-            "mean Δ above 0 on 0 of 1 datasets**") in lines
-    assert ("- **Conditional + fine-tuning (chain rule) vs MCLoss, all pairs: mean Δ AU(PRC) +0.0100, higher on 1 of "
-            "1 seeds; mean Δ above 0 on 1 of 1 datasets**") in lines
 
 
 def test_gpu_checks_script_names_its_stages_and_needs_cuda(tmp_path: Path) -> None:

@@ -177,13 +177,13 @@ def test_demo_trains_on_one_thread_unless_told(argv: list[str], expected: int, m
     from hierloss.cli import _training
 
     seen: list[int] = []
-    original = _training.compare_losses
+    original = _training.compare
 
     def spy(*args: object, **kwargs: object) -> object:
         seen.append(torch.get_num_threads())
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_training, "compare_losses", spy)
+    monkeypatch.setattr(_training, "compare", spy)
     before = torch.get_num_threads()
     assert main(["demo", "--epochs", "1", "--samples", "300", "--losses", "bce", "--no-progress", *argv]) == 0
     assert seen == [expected]
@@ -217,8 +217,8 @@ def test_progress_of_hbce_hard_says_its_loss_can_rise(losses: list[str], noted: 
 
 def _results(auprc: list[float], violations: list[float]) -> list[_training.Result]:
     """Result rows for the plot: one raw row per AU(PRC) value, with the given violation rates (0 = none)."""
-    return [_training.Result(loss="bce", output="raw", auprc=a, auroc=0.9, violation_05=v, violation_any=v, hf1=0.5,
-                             train_s=1.0, epochs=1) for a, v in zip(auprc, violations)]
+    return [_training.Result(recipe="bce", scores={"auprc": a, "auroc": 0.9, "violation_05": v, "violation_any": v,
+                                                   "hf1": 0.5}, train_s=1.0) for a, v in zip(auprc, violations)]
 
 
 def test_plot_labels_every_bar_and_zooms_on_close_scores() -> None:

@@ -10,17 +10,17 @@ import torch.nn.functional as F
 from chexpert_example import criterion as criterion_module
 from chexpert_example.criterion import (
     BCE_FAMILY,
+    FINE_TUNING,
     HBCE_MODES,
     LOSSES,
-    available_losses,
+    OTHER_LOSSES,
     build_criterion,
     prediction_transform,
 )
 
 import hierloss
+from hierloss import recipes
 from hierloss.datasets import chexpert_hierarchy
-
-OTHER_LOSSES = [name for name in LOSSES if name not in BCE_FAMILY]
 
 
 def test_loss_choices_cover_the_issue() -> None:
@@ -101,22 +101,21 @@ def test_build_criterion_errors() -> None:
         build_criterion("hbce-soft", chexpert_hierarchy(), add_penalty="hinge")
 
 
-@pytest.mark.parametrize("name", OTHER_LOSSES)
-def test_missing_library_loss_raises_runtime_error(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """When the installed hierloss lacks a loss, building it says which class is missing."""
-    class_name = criterion_module._OTHER[name]
-    monkeypatch.delattr(hierloss, class_name, raising=False)
-    monkeypatch.delattr(hierloss.losses, class_name, raising=False)
-    assert name not in available_losses()
-    with pytest.raises(RuntimeError, match=rf"--loss {name}: this hierloss .* has no {class_name}"):
-        build_criterion(name, chexpert_hierarchy())
+def test_other_losses_are_the_recipes_of_one_stage() -> None:
+    """Every --loss outside the BCE family is a one-stage recipe of hierloss.recipes built as the recipe builds it,
+    and chain-rule-bce is the last stage of recipe conditional-ft."""
+    hierarchy = chexpert_hierarchy()
+    assert set(OTHER_LOSSES) == {"asl", "focal", "zlpr", "msml", "mcloss", "conditional"}
+    assert (*BCE_FAMILY, *OTHER_LOSSES, FINE_TUNING) == LOSSES
+    for name in OTHER_LOSSES:
+        assert type(build_criterion(name, hierarchy)) is type(recipes.get(name, hierarchy).criterion), name
+    fine_tuning = recipes.get("conditional-ft", hierarchy).stages[-1]
+    assert type(build_criterion(FINE_TUNING, hierarchy)) is type(fine_tuning)
 
 
-@pytest.mark.parametrize("name", OTHER_LOSSES)
+@pytest.mark.parametrize("name", [*OTHER_LOSSES, FINE_TUNING])
 def test_other_losses_train(name: str) -> None:
     """asl / focal / zlpr / mcloss build from hierloss, give a finite loss and a gradient; + a penalty adds up."""
-    if name not in available_losses():
-        pytest.skip(f"this hierloss has no {criterion_module._OTHER[name]} yet")
     torch.manual_seed(3)
     hierarchy = chexpert_hierarchy()
     logits = torch.randn(8, 21, requires_grad=True)
@@ -133,8 +132,6 @@ def test_other_losses_train(name: str) -> None:
 @pytest.mark.parametrize("name", LOSSES)
 def test_every_loss_leaves_nan_targets_out(name: str) -> None:
     """With NaN targets (policy 'ignore') every ``--loss`` gives a finite loss and a finite gradient."""
-    if name not in available_losses():
-        pytest.skip(f"this hierloss has no {criterion_module._OTHER[name]} yet")
     torch.manual_seed(4)
     logits = torch.randn(8, 21, requires_grad=True)
     target = torch.randint(0, 2, (8, 21)).float()
@@ -150,8 +147,6 @@ def test_prediction_transform_is_the_max_constraint_for_mcloss_only() -> None:
     hierarchy = chexpert_hierarchy()
     assert all(criterion_module.prediction_transform(name, hierarchy) is None for name in LOSSES
                if name not in ("mcloss", "conditional", "chain-rule-bce"))
-    if "mcloss" not in available_losses():
-        pytest.skip("this hierloss has no MCLoss yet")
     transform = criterion_module.prediction_transform("mcloss", hierarchy)
     assert transform is not None
     probs = transform(torch.rand(32, 21))

@@ -1,24 +1,23 @@
-"""``--loss`` names to hierloss losses (public names only)."""
+"""``--loss`` names to hierloss losses and prediction heads, built from :mod:`hierloss.recipes` (public names only)."""
 
 from __future__ import annotations
-
-import inspect
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 import hierloss
-import hierloss.losses
-from hierloss import Hierarchy
+from hierloss import Hierarchy, recipes
 from hierloss.edge_weights import EdgeWeights
+from hierloss.recipes import PenalisedLoss
 
-__all__ = ["BCE_FAMILY", "HBCE_MODES", "LOSSES", "ChainRuleOnProbabilities", "PenalisedLoss", "available_losses",
-           "build_criterion", "prediction_transform"]
+__all__ = ["BCE_FAMILY", "FINE_TUNING", "HBCE_MODES", "LOSSES", "OTHER_LOSSES", "HeadOnProbabilities",
+           "PenalisedLoss", "build_criterion", "prediction_transform"]
 
-#: ``hbce-<mode>`` → ``HBCELoss`` ``mode``; ``hbce`` is the library's default mode (``None``: whatever
-#: ``hierloss.HBCELoss`` defaults to: ``'logit_hinge'``). ``hbce-hard`` is the reference's loss: its penalty adds to
-#: the loss value but has zero gradient, so it trains exactly like ``bce``.
+#: ``hbce-<mode>`` → ``HBCELoss`` ``mode``, configured by the paper's flags (``--penalty``, ``--scale``,
+#: ``--edge-reduction``); ``hbce`` is the library's default mode (``None``: whatever ``hierloss.HBCELoss`` defaults
+#: to: ``'logit_hinge'``). ``hbce-hard`` is the reference's loss: its penalty adds to the loss value but has zero
+#: gradient, so it trains exactly like ``bce``. These are one loss's modes, not recipes: recipes ``hbce``,
+#: ``hbce-hard`` and ``hbce-hinge`` are three of them with the library's defaults.
 HBCE_MODES: dict[str, str | None] = {
     "hbce": None,
     "hbce-hard": "hard",
@@ -27,47 +26,26 @@ HBCE_MODES: dict[str, str | None] = {
     "hbce-squared-hinge": "squared_hinge",
     "hbce-logit-hinge": "logit_hinge",
 }
-# Other multi-label losses of hierloss: --loss name → class name, looked up in ``hierloss`` then
-# ``hierloss.losses`` when the loss is built (so the example follows the library as losses are added).
-_OTHER: dict[str, str] = {
-    "asl": "AsymmetricLoss",
-    "focal": "FocalLoss",
-    "zlpr": "ZLPRLoss",
-    "msml": "MultiLabelSoftmaxLoss",
-    "mcloss": "MCLoss",
-    "conditional": "ConditionalBCELoss",
-    "chain-rule-bce": "ChainRuleBCELoss",
-}
-#: Every ``--loss`` choice.
-LOSSES: tuple[str, ...] = ("bce", *HBCE_MODES, *_OTHER)
 #: The BCE family: ``HBCELoss`` with its penalty built in (``--add-penalty`` is for the others). Every loss here
 #: leaves NaN targets (uncertainty policy ``'ignore'``) out.
 BCE_FAMILY: tuple[str, ...] = ("bce", *HBCE_MODES)
+#: The recipes of :mod:`hierloss.recipes` the example trains in one run, each with the recipe's criterion and head:
+#: those of one stage outside the BCE family, and not a composition (``NAME+...``: ``bce+penalty`` is the BCE
+#: family's penalty here, ``NAME+coherent`` a head).
+OTHER_LOSSES: tuple[str, ...] = tuple(name for name in recipes.names() if name not in BCE_FAMILY and "+" not in name
+                                      and len(recipes.spec(name).stages) == 1)
+#: ``--loss chain-rule-bce``: the fine-tuning stage of recipe ``conditional-ft`` (its last stage) as a run of its own,
+#: started from a ``--loss conditional`` checkpoint with ``--init-from``.
+FINE_TUNING = "chain-rule-bce"
+#: Every ``--loss`` choice.
+LOSSES: tuple[str, ...] = (*BCE_FAMILY, *OTHER_LOSSES, FINE_TUNING)
 
 
-def _loss_class(name: str) -> Any:
-    """The hierloss class behind ``--loss name`` (``None`` when this hierloss lacks it)."""
-    class_name = _OTHER[name]
-    found = getattr(hierloss, class_name, None)
-    return found if found is not None else getattr(hierloss.losses, class_name, None)
-
-
-def available_losses() -> tuple[str, ...]:
-    """The ``--loss`` choices the installed hierloss can build."""
-    return tuple(name for name in LOSSES if name not in _OTHER or _loss_class(name) is not None)
-
-
-class PenalisedLoss(nn.Module):
-    """``base(logits, target) + penalty(logits)``: any loss plus hierloss's ``HierarchyPenalty``."""
-
-    def __init__(self, base: nn.Module, penalty: nn.Module) -> None:
-        super().__init__()
-        self.base = base
-        self.penalty = penalty
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        out: Tensor = self.base(logits, target) + self.penalty(logits)
-        return out
+def _recipe(name: str) -> str:
+    """The recipe whose criterion and head ``--loss name`` uses (the BCE family: HBCE's, the sigmoid)."""
+    if name == FINE_TUNING:
+        return "conditional-ft"
+    return name if name in OTHER_LOSSES else "hbce"
 
 
 def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgeWeights | float = 1.0,
@@ -80,11 +58,12 @@ def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgeWeights | fl
     * ``hbce`` (the library's default mode), ``hbce-hard``, ``hbce-soft``, ``hbce-hinge``,
       ``hbce-squared-hinge``, ``hbce-logit-hinge``: ``HBCELoss`` in that mode with ``penalties`` and ``scale``
       (λ). ``hbce-hard`` is the paper's loss: it reports the penalty but its gradient is plain BCE's.
-    * ``asl``, ``focal``, ``zlpr``, ``msml``, ``mcloss``, ``conditional``: hierloss's other losses with their
-      defaults (given the hierarchy when their constructor takes one), optionally plus ``HierarchyPenalty`` in mode
+    * :data:`OTHER_LOSSES` (``mcloss``, ``conditional``, ``asl``, ``focal``, ``zlpr``, ``msml``): the criterion of
+      the recipe of that name (:func:`hierloss.recipes.get`), optionally plus ``HierarchyPenalty`` in mode
       ``add_penalty``. ``conditional`` is conditional (chain-rule) training (``ConditionalBCELoss``);
-      ``chain-rule-bce`` is BCE on the chain rule's marginals (``ChainRuleBCELoss``), the fine-tuning stage that
-      follows it (start it from the conditional run's checkpoint with ``--init-from``).
+      ``chain-rule-bce`` is the last stage of recipe ``conditional-ft``, BCE on the chain rule's marginals
+      (``ChainRuleBCELoss``), the fine-tuning that follows it (start it from the conditional run's checkpoint with
+      ``--init-from``).
 
     Args:
         name: one of :data:`LOSSES`.
@@ -98,24 +77,20 @@ def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgeWeights | fl
 
     Raises:
         ValueError: on an unknown name, or ``add_penalty`` with a BCE-family loss.
-        RuntimeError: when the installed hierloss lacks the requested loss.
     """
     if name not in LOSSES:
         raise ValueError(f"--loss must be one of {LOSSES}, got {name!r}")
     if name in BCE_FAMILY:
         if add_penalty is not None:
-            raise ValueError(f"--add-penalty applies to {tuple(_OTHER)}; {name!r} has its penalty built in")
+            raise ValueError(f"--add-penalty applies to {(*OTHER_LOSSES, FINE_TUNING)}; {name!r} has its penalty "
+                             "built in")
         if name == "bce":
             return hierloss.HBCELoss(hierarchy, edge_weight=0.0, scale=0.0)
         mode = HBCE_MODES[name]
         mode_arg = {} if mode is None else {"mode": mode}
         return hierloss.HBCELoss(hierarchy, edge_weight=penalties, scale=scale, edge_reduction=edge_reduction,
                                  **mode_arg)
-    loss_class = _loss_class(name)
-    if loss_class is None:
-        raise RuntimeError(f"--loss {name}: this hierloss ({hierloss.__version__}) has no {_OTHER[name]}")
-    takes_hierarchy = "hierarchy" in inspect.signature(loss_class).parameters
-    base: nn.Module = loss_class(hierarchy) if takes_hierarchy else loss_class()
+    base: nn.Module = recipes.get(_recipe(name), hierarchy).stages[-1]
     if add_penalty is None:
         return base
     penalty = hierloss.HierarchyPenalty(hierarchy, edge_weight=penalties, scale=scale, mode=add_penalty,
@@ -123,28 +98,25 @@ def build_criterion(name: str, hierarchy: Hierarchy, penalties: EdgeWeights | fl
     return PenalisedLoss(base, penalty)
 
 
-class ChainRuleOnProbabilities(nn.Module):
-    """hierloss's ``ChainRule`` applied to sigmoid outputs: the marginals of conditional training."""
+class HeadOnProbabilities(nn.Module):
+    """A recipe's prediction head applied to sigmoid outputs: ``head(logit(probs))`` (the example's evaluation
+    computes the probabilities first)."""
 
-    def __init__(self, hierarchy: Hierarchy) -> None:
+    def __init__(self, head: nn.Module) -> None:
         super().__init__()
-        self.chain_rule = hierloss.ChainRule(hierarchy)
+        self.head = head
 
     def forward(self, probs: Tensor) -> Tensor:
-        out: Tensor = self.chain_rule(torch.logit(probs))
+        out: Tensor = self.head(torch.logit(probs))
         return out
 
 
 def prediction_transform(name: str, hierarchy: Hierarchy) -> nn.Module | None:
-    """What turns sigmoid outputs into predictions for ``--loss name``: ``MaxConstraint`` for ``mcloss`` (C-HMCNN
-    predicts through its max-constraint module), the chain rule for ``conditional`` and ``chain-rule-bce`` (the
-    outputs are conditional probabilities), ``None`` (the probabilities as they are) otherwise."""
-    if name in ("conditional", "chain-rule-bce"):
-        return ChainRuleOnProbabilities(hierarchy)
-    if name != "mcloss":
-        return None
-    constraint: Any = getattr(hierloss, "MaxConstraint", None) or getattr(hierloss.losses, "MaxConstraint", None)
-    if constraint is None:
-        raise RuntimeError(f"--loss mcloss: this hierloss ({hierloss.__version__}) has no MaxConstraint")
-    module: nn.Module = constraint(hierarchy)
-    return module
+    """What turns sigmoid outputs into predictions for ``--loss name``: the head of its recipe
+    (:mod:`hierloss.recipes`) — ``MaxConstraint`` for ``mcloss`` (C-HMCNN predicts through its max-constraint
+    module), the chain rule for ``conditional`` and ``chain-rule-bce`` (the outputs are conditional
+    probabilities) — or ``None`` (the probabilities as they are) where that head is the sigmoid."""
+    if name not in LOSSES:
+        raise ValueError(f"--loss must be one of {LOSSES}, got {name!r}")
+    recipe = recipes.get(_recipe(name), hierarchy)
+    return None if recipe.spec.head == "sigmoid" else HeadOnProbabilities(recipe.head)

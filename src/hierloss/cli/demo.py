@@ -11,10 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hierloss import recipes
 from hierloss.cli._errors import CommandError, one_line
-from hierloss.cli._losses import DEFAULT_LOSSES, LOSSES
 
-__all__ = ["add_parser", "format_table", "run"]
+__all__ = ["DEFAULT_RECIPES", "add_parser", "format_table", "run"]
+
+#: The recipes the demo trains unless told otherwise (``--losses``).
+DEFAULT_RECIPES: tuple[str, ...] = ("bce", "hbce", "hbce-hard", "mcloss")
 
 _HELP = """Train the same small MLP with several losses and compare them on one table.
 
@@ -24,11 +27,12 @@ benchmark instead: a folder (or path prefix) holding one dataset's Clus HMC ARFF
 NAME.test.arff and optionally NAME.valid.arff (also .arff.gz), such as the FunCat and Gene Ontology datasets
 redistributed with C-HMCNN. The model then trains on train + valid and is scored on test.
 
-Every model except MCLoss's is scored twice: on its raw sigmoid outputs, and after hierloss.metrics.coherent
-(each label's score becomes the max over itself and its descendants), which removes every violation at inference.
+Each name of --losses is a recipe of hierloss.recipes: a training criterion and a prediction head. A model whose
+head is the plain sigmoid is scored twice: on its raw sigmoid outputs, and after hierloss.metrics.coherent (each
+label's score becomes the max over itself and its descendants), which removes every violation at inference.
 MCLoss predicts through C-HMCNN's max-constraint module, so its output is already coherent; so does conditional
-training (--losses conditional: ConditionalBCELoss, predictions through the chain rule; conditional-ft: the same,
-with the last fifth of the epochs fine-tuning on the chain rule's marginals with ChainRuleBCELoss).
+training (conditional: ConditionalBCELoss, predictions through the chain rule; conditional-ft: the same, with the
+last fifth of the epochs fine-tuning on the chain rule's marginals with ChainRuleBCELoss).
 
 Training runs on one CPU thread unless --threads says otherwise: this small model runs no faster on more, and
 several times slower when other programs keep the cores busy. The last line says how long the demo took."""
@@ -52,9 +56,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--samples", type=int, default=3000,
                         help="synthetic data: number of samples, two thirds for training (default 3000)")
     parser.add_argument("--tree", action="store_true", help="synthetic data: a tree instead of a DAG")
-    parser.add_argument("--losses", nargs="+", default=list(DEFAULT_LOSSES), choices=list(LOSSES), metavar="LOSS",
-                        help=f"losses to train, in table order, of {', '.join(LOSSES)} (default: "
-                             f"{', '.join(DEFAULT_LOSSES)})")
+    parser.add_argument("--losses", nargs="+", default=list(DEFAULT_RECIPES), choices=recipes.names(),
+                        metavar="RECIPE",
+                        help=f"recipes to train, in table order, of {', '.join(recipes.names())} (default: "
+                             f"{', '.join(DEFAULT_RECIPES)})")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs per loss (default 30)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, > 0 (default 1e-3)")
@@ -87,22 +92,22 @@ def format_table(results: Sequence[Any], markdown: bool = False, color: bool = F
     """The comparison table of :class:`~hierloss.cli._training.Result` rows, with its legend.
 
     The best value of each column is marked ``*`` (bold with ``color``); a violation rate of exactly zero is
-    marked with a check (green with ``color``). A coherent row shares its model, so its training time is shown as
-    a ditto mark.
+    marked with a check (green with ``color``). A row that scores the row above's model through another head
+    (``+ coherent``) shows its training time as a ditto mark.
     """
     marks = symbols or _symbols(sys.stdout)
     best: dict[str, float] = {}
     for key, _, higher, _ in _COLUMNS:
-        values = [getattr(r, key) for r in results]
+        values = [r.scores[key] for r in results]
         best[key] = max(values) if higher else min(values)
     header = ["method", *[f"{title}{marks['up'] if higher else marks['down']}" for _, title, higher, _ in _COLUMNS],
               "train s"]
     body: list[list[tuple[str, str]]] = []  # (plain text, style) per cell
     for r in results:
-        name = r.name + {"max-constraint": " (1)", "chain-rule": " (2)"}.get(r.output, "")
+        name = r.name + {"max-constraint": " (1)", "chain-rule": " (2)"}.get(r.head, "")
         cells: list[tuple[str, str]] = [(name, "")]
         for key, _, _, percent in _COLUMNS:
-            value = getattr(r, key)
+            value = r.scores[key]
             if percent and value == 0:
                 text, style = f"0 {marks['ok']}", "zero"
             else:
@@ -110,7 +115,7 @@ def format_table(results: Sequence[Any], markdown: bool = False, color: bool = F
             if value == best[key] and len(results) > 1:
                 text, style = text + "*", style or "best"
             cells.append((text, style))
-        cells.append((marks["same"] if r.output == "coherent" else f"{r.train_s:.1f}", ""))
+        cells.append((marks["same"] if r.same_model else f"{r.train_s:.1f}", ""))
         body.append(cells)
     legend = [
         "* best in column.  viol = share of test samples with a child scored above its parent: @0.5 = parent < 0.5 "
@@ -119,7 +124,7 @@ def format_table(results: Sequence[Any], markdown: bool = False, color: bool = F
         "+ coherent = the same model's outputs after hierloss.metrics.coherent (max over descendants); "
         "(1) MCLoss predicts through C-HMCNN's max-constraint module: coherent by construction."
         + (" (2) Conditional training predicts through the chain rule (hierloss.layers.ChainRule): coherent by "
-           "construction." if any(r.output == "chain-rule" for r in results) else ""),
+           "construction." if any(r.head == "chain-rule" for r in results) else ""),
         "AU(PRC) = micro average precision; AUROC weighted by positives; hF1 = micro hierarchical F1 at 0.5.",
     ]
     if markdown:
@@ -166,9 +171,10 @@ def _figure(results: Sequence[Any], title: str) -> Any:
                         fontsize=8)
         ax.set_title(heading)
 
-    scores(axes[0], [r.auprc for r in results], "tab:blue", "AU(PRC), higher is better\n(axis zoomed to the values)")
-    at_05 = [100 * r.violation_05 for r in results]
-    at_any = [100 * r.violation_any for r in results]
+    scores(axes[0], [r.scores["auprc"] for r in results], "tab:blue",
+           "AU(PRC), higher is better\n(axis zoomed to the values)")
+    at_05 = [100 * r.scores["violation_05"] for r in results]
+    at_any = [100 * r.scores["violation_any"] for r in results]
     top = max([*at_05, *at_any, 1.0])
     for shift, values, color, label in ((0.2, at_05, "tab:red", "at 0.5"),
                                         (-0.2, at_any, "tab:orange", "at any threshold")):
@@ -180,7 +186,7 @@ def _figure(results: Sequence[Any], title: str) -> Any:
     axes[1].set_xlim(0, top * 1.15)
     axes[1].set_title("samples with a violation, %, lower is better")
     axes[1].legend(loc="lower right", fontsize=8)
-    scores(axes[2], [r.hf1 for r in results], "tab:green", "hierarchical F1, higher is better\n(axis zoomed)")
+    scores(axes[2], [r.scores["hf1"] for r in results], "tab:green", "hierarchical F1, higher is better\n(axis zoomed)")
     axes[0].set_yticks(positions, names)
     for ax in axes:
         ax.grid(axis="x", alpha=0.3)
@@ -315,13 +321,11 @@ def _run(args: argparse.Namespace, start: float) -> int:
     multi = sum(len(h.parents(label)) > 1 for label in h.labels)
     print(f"data: {source}: {h.num_labels} labels, {h.num_edges} edges ({multi} labels with several parents), "
           f"{len(X_train)} train / {len(X_test)} test samples, {X_train.shape[1]} features")
-    config = _training.TrainConfig(hidden=args.hidden, dropout=args.dropout, lr=args.lr, weight_decay=1e-5,
-                         batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, device=device)
     print(f"model: MLP {X_train.shape[1]}-{args.hidden}-{args.hidden}-{h.num_labels} (ReLU, dropout "
           f"{args.dropout}), Adam lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}, "
           f"{device}, {_threads(args.threads)}", flush=True)
-    results = _training.compare_losses(X_train, Y_train, X_test, Y_test, h, losses=args.losses, config=config,
-                             progress=not args.no_progress)
+    results = _training.compare(args.losses, X_train, Y_train, X_test, Y_test, h, args, device,
+                                progress=not args.no_progress)
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ and not args.markdown
     print()
     print(format_table(results, markdown=args.markdown, color=color))
@@ -331,7 +335,7 @@ def _run(args: argparse.Namespace, start: float) -> int:
         except OSError as err:
             raise CommandError(f"cannot write {str(args.plot)!r}: {err.strerror or err}") from None
         print(f"wrote {args.plot}")
-    training = sum(r.train_s for r in results if r.output != "coherent")
+    training = sum(r.train_s for r in results if not r.same_model)
     print(f"done in {time.perf_counter() - start:.1f} s (training {training:.1f} s, {_threads(args.threads)})")
     return 0
 

@@ -20,16 +20,41 @@ def test_core_import_is_light() -> None:
     assert proc.stdout.strip() == ""
 
 
+#: Twins whose function is not named after the class (``SomeLoss`` -> ``some_loss`` otherwise).
+_TWIN_NAMES = {"MultiLabelSoftmaxLoss": "multilabel_softmax_loss", "MaxConstraint": "max_over_descendants",
+               "ChainRule": "chain_rule_probs"}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
 def test_public_names_resolve() -> None:
-    """Every name in `hierloss.__all__` exists, and each loss class has its functional twin."""
+    """Every name in `hierloss.__all__` exists; the top-level classes are exactly those of hierloss.losses and
+    hierloss.layers, and every one of them has its functional twin in hierloss.functional."""
     for name in hierloss.__all__:
         assert hasattr(hierloss, name), name
-    twins = {"HBCELoss": "hbce_loss", "HierarchyPenalty": "hierarchy_penalty", "AsymmetricLoss": "asymmetric_loss",
-             "FocalLoss": "focal_loss", "ZLPRLoss": "zlpr_loss", "MultiLabelSoftmaxLoss": "multilabel_softmax_loss",
-             "MCLoss": "mc_loss", "LabelGraphRefinement": "label_graph_refinement"}
-    for cls, fn in twins.items():
-        assert cls in hierloss.__all__, cls
-        assert callable(getattr(hierloss.functional, fn)), fn
+    classes = [n for pkg in (hierloss.losses, hierloss.layers) for n in pkg.__all__ if n[0].isupper()]
+    assert sorted(classes) == sorted(n for n in hierloss.__all__ if n[0].isupper() and n != "Hierarchy")
+    assert len(classes) >= 12
+    for cls in classes:
+        twin = _TWIN_NAMES.get(cls, _snake(cls))
+        assert twin in hierloss.functional.__all__, (cls, twin)
+        assert callable(getattr(hierloss.functional, twin)), twin
+    assert _snake("ChainRuleBCELoss") == "chain_rule_bce_loss" and _snake("MCLoss") == "mc_loss"
+
+
+def test_each_public_name_is_declared_once() -> None:
+    """A package's public names are its submodules' __all__: losses and layers list exactly what their modules
+    declare, and functional exactly the functions among them (plus the engine's two functional forms)."""
+    for package in (hierloss.losses, hierloss.layers):
+        prefix = package.__name__ + "."
+        declared = [name for module_name, module in sys.modules.items() if module_name.startswith(prefix)
+                    and not module_name[len(prefix):].startswith("_") for name in module.__all__]
+        assert sorted(set(package.__all__) - {"hbce_backend"}) == sorted(declared)
+    functions = [n for pkg in (hierloss.losses, hierloss.layers) for n in pkg.__all__ if n[0].islower()]
+    assert sorted(hierloss.functional.__all__) == sorted(
+        {*functions, "max_over_descendants", "min_over_ancestors"} - {"hbce_backend", "coupling_pairs"})
 
 
 def test_submodules_are_reachable_and_lazy() -> None:

@@ -7,67 +7,49 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hierloss import functional
-    from hierloss.hierarchy import Hierarchy
-    from hierloss.layers import ChainRule, LabelGraphRefinement, MaxConstraint
-    from hierloss.losses import (
-        AsymmetricLoss,
-        ChainRuleBCELoss,
-        ConditionalBCELoss,
-        FocalLoss,
-        HBCELoss,
-        HierarchyPenalty,
-        MCLoss,
-        MultiLabelSoftmaxLoss,
-        ZLPRLoss,
-    )
+    from hierloss import functional as functional
+    from hierloss.hierarchy import Hierarchy as Hierarchy
+    from hierloss.layers import *  # noqa: F403
+    from hierloss.losses import *  # noqa: F403
 
 try:
     __version__ = version("hierloss")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
     __version__ = "0.0.0"
 
-#: Public names and the module each comes from, imported on first use: ``import hierloss`` (and so the
-#: ``hierloss`` command's ``--help``) imports neither torch nor pandas, networkx, matplotlib or torchmetrics.
-_NAMES: dict[str, str] = {
-    "Hierarchy": "hierloss.hierarchy",
-    **{name: "hierloss.layers" for name in ("ChainRule", "LabelGraphRefinement", "MaxConstraint")},
-    **{name: "hierloss.losses" for name in ("AsymmetricLoss", "ChainRuleBCELoss", "ConditionalBCELoss", "FocalLoss",
-                                            "HBCELoss", "HierarchyPenalty", "MCLoss", "MultiLabelSoftmaxLoss",
-                                            "ZLPRLoss")},
-}
+#: The packages whose classes are top-level names (``hierloss.HBCELoss``), each declaring them in its ``__all__``.
+#: They are imported on first use: ``import hierloss`` (and so the ``hierloss`` command's ``--help``) imports neither
+#: torch nor pandas, networkx, matplotlib or torchmetrics.
+_CLASS_PACKAGES = ("hierloss.layers", "hierloss.losses")
 #: Submodules reachable as attributes (``hierloss.metrics.coherent``), imported on first use.
-_SUBMODULES = ("datasets", "edge_weights", "functional", "layers", "losses", "metrics", "propagation")
+_SUBMODULES = ("datasets", "edge_weights", "functional", "layers", "losses", "metrics", "propagation", "recipes")
+
+
+def _classes() -> dict[str, str]:
+    """Top-level class name → the package that exports it (imports the packages)."""
+    found = {}
+    for package in _CLASS_PACKAGES:
+        module = importlib.import_module(package)
+        found.update({name: package for name in module.__all__ if name[0].isupper()})
+    return found
 
 
 def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        value = getattr(importlib.import_module(_NAMES[name]), name)
-        globals()[name] = value
-        return value
+    if name == "Hierarchy":
+        from hierloss.hierarchy import Hierarchy
+
+        globals()[name] = Hierarchy
+        return Hierarchy
     if name in _SUBMODULES:
         return importlib.import_module(f"hierloss.{name}")
+    if name == "__all__":
+        return sorted(["Hierarchy", "__version__", "functional", *_classes()])
+    if name[:1].isupper() and name in (classes := _classes()):
+        value = getattr(importlib.import_module(classes[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'hierloss' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_NAMES, *_SUBMODULES})
-
-
-__all__ = [
-    "AsymmetricLoss",
-    "ChainRule",
-    "ChainRuleBCELoss",
-    "ConditionalBCELoss",
-    "FocalLoss",
-    "HBCELoss",
-    "Hierarchy",
-    "HierarchyPenalty",
-    "LabelGraphRefinement",
-    "MCLoss",
-    "MaxConstraint",
-    "MultiLabelSoftmaxLoss",
-    "ZLPRLoss",
-    "__version__",
-    "functional",
-]
+    return sorted({*globals(), "Hierarchy", *_classes(), *_SUBMODULES})

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hierloss.hierarchy import Hierarchy
+from hierloss._validation import check_width
+from hierloss.hierarchy import Hierarchy, check_hierarchy
 from hierloss.propagation import LevelPlan, PlanKind
 
 __all__ = ["HierarchyModule", "edge_index_mismatch"]
@@ -34,8 +35,7 @@ class HierarchyModule(nn.Module):
 
     def __init__(self, hierarchy: Hierarchy, edge_index: Tensor | None = None) -> None:
         super().__init__()
-        if not isinstance(hierarchy, Hierarchy):
-            raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
+        check_hierarchy(hierarchy)
         self.hierarchy = hierarchy
         self.register_buffer("edge_index", hierarchy.edge_index if edge_index is None else edge_index)
         self._plans: dict[str, tuple[tuple[tuple[int, int], ...], PlanKind]] = {}
@@ -55,11 +55,7 @@ class HierarchyModule(nn.Module):
 
     def _check_width(self, input: Tensor, name: str = "input", *, matrix: bool = False) -> None:
         """``input`` must be ``(..., C)`` (``(N, C)`` with ``matrix=True``)."""
-        c = self.hierarchy.num_labels
-        if matrix and (input.ndim != 2 or input.shape[1] != c):
-            raise ValueError(f"Expected `{name}` of shape (N, {c}), got {tuple(input.shape)}")
-        if input.ndim == 0 or input.shape[-1] != c:
-            raise ValueError(f"Expected `{name}` of shape (..., {c}), got {tuple(input.shape)}")
+        check_width(input, self.hierarchy.num_labels, matrix=matrix, name=name)
 
     def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, local_metadata: Any, strict: bool,
                               missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:

@@ -20,8 +20,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_pos_weight", "check_pos_weight", "check_probabilities", "check_target", "pos_weight_constant",
-           "target_is_clean", "validating", "values_readable"]
+__all__ = ["as_pos_weight", "check_pair", "check_pos_weight", "check_probabilities", "check_target", "check_width",
+           "pos_weight_constant", "target_is_clean", "validating", "values_readable"]
+
+
+def check_width(input: Tensor, num_labels: int | None = None, *, matrix: bool = True, name: str = "input") -> None:
+    """The one shape check of a score tensor: ``(N, C)`` (``(..., C)`` with ``matrix=False``), ``C = num_labels``
+    when given; a ``ValueError`` that says what was expected and what came."""
+    width = "C" if num_labels is None else str(num_labels)
+    if matrix:
+        if input.ndim != 2 or (num_labels is not None and input.shape[1] != num_labels):
+            raise ValueError(f"Expected `{name}` of shape (N, {width}), got {tuple(input.shape)}")
+    elif input.ndim == 0 or (num_labels is not None and input.shape[-1] != num_labels):
+        raise ValueError(f"Expected `{name}` of shape (..., {width}), got {tuple(input.shape)}")
+
+
+def check_pair(input: Tensor, target: Tensor, num_labels: int | None = None) -> None:
+    """``input`` ``(N, C)`` (``C = num_labels`` when given) and ``target`` of the same shape."""
+    check_width(input, num_labels)
+    if target.shape != input.shape:
+        raise ValueError(f"Expected `target` of shape {tuple(input.shape)} like `input`, got {tuple(target.shape)}")
 
 
 def validating(validate_args: bool) -> bool:

@@ -11,30 +11,26 @@ its module form, ``hierloss.metrics.coherent(preds, hierarchy, 'max')`` applies 
 
 from __future__ import annotations
 
-from hierloss.layers.chain_rule import chain_rule_probs
-from hierloss.layers.label_graph import label_graph_refinement
-from hierloss.losses.asymmetric import asymmetric_loss
-from hierloss.losses.conditional import chain_rule_bce_loss, conditional_bce_loss
-from hierloss.losses.focal import focal_loss
-from hierloss.losses.hbce import hbce_loss
-from hierloss.losses.hierarchy_penalty import hierarchy_penalty
-from hierloss.losses.max_constraint import mc_loss
-from hierloss.losses.multilabel_softmax import multilabel_softmax_loss
-from hierloss.losses.zlpr import zlpr_loss
-from hierloss.propagation import max_over_descendants, min_over_ancestors
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "asymmetric_loss",
-    "chain_rule_bce_loss",
-    "chain_rule_probs",
-    "conditional_bce_loss",
-    "focal_loss",
-    "hbce_loss",
-    "hierarchy_penalty",
-    "label_graph_refinement",
-    "max_over_descendants",
-    "mc_loss",
-    "min_over_ancestors",
-    "multilabel_softmax_loss",
-    "zlpr_loss",
-]
+from hierloss import layers as _layers
+from hierloss import losses as _losses
+from hierloss.layers import *  # noqa: F403
+from hierloss.losses import *  # noqa: F403
+from hierloss.propagation import max_over_descendants as max_over_descendants
+from hierloss.propagation import min_over_ancestors as min_over_ancestors
+
+#: Public functions of the losses and layers that are not the twin of a module.
+_NOT_TWINS = frozenset({"hbce_backend", "coupling_pairs"})
+
+
+def _twins() -> list[str]:
+    """The functions of :mod:`hierloss.losses` and :mod:`hierloss.layers` (each the twin of a module), then the
+    engine's two functional forms."""
+    public = [*vars(_losses)["__all__"], *vars(_layers)["__all__"]]
+    names = [name for name in public if name[0].islower() and name not in _NOT_TWINS]
+    return [*names, "max_over_descendants", "min_over_ancestors"]
+
+
+if not TYPE_CHECKING:  # type checkers read the star imports above; at run time only the twins are listed
+    __all__ = _twins()

@@ -609,3 +609,12 @@ class Hierarchy:
         if y.dtype == torch.bool:
             return closed.bool()
         return closed.to(y.dtype)
+
+
+def check_hierarchy(hierarchy: Any, *, optional: bool = False) -> Any:
+    """``hierarchy`` itself if it is a :class:`Hierarchy` (or ``None`` with ``optional=True``); a ``TypeError`` naming
+    what came otherwise. The one check of every function and module that takes a hierarchy."""
+    if isinstance(hierarchy, Hierarchy) or (optional and hierarchy is None):
+        return hierarchy
+    expected = "a Hierarchy or None" if optional else "a Hierarchy"
+    raise TypeError(f"Expected {expected}, got {type(hierarchy).__name__}")

@@ -130,7 +130,7 @@ def test_errors(dag: Hierarchy) -> None:
         hierarchy_penalty(torch.zeros(2, 4), dag, torch.ones(2))
     with pytest.raises(ValueError, match=r"Expected `input` of shape \(N, 4\), got \(2, 3\)"):
         hierarchy_penalty(torch.zeros(2, 3), dag)
-    with pytest.raises(TypeError, match=r"expected a hierloss\.Hierarchy, got dict"):
+    with pytest.raises(TypeError, match=r"Expected a Hierarchy, got dict"):
         HierarchyPenalty({"a": ["b"]})  # type: ignore[arg-type]
 
 

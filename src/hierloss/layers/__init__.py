@@ -5,13 +5,18 @@
 and ``LabelGraphRefinement`` (a learnable label-coupling step). Their functional twins are in
 :mod:`hierloss.functional`. Training objectives are in :mod:`hierloss.losses`, evaluation in
 :mod:`hierloss.metrics`.
+
+Each module declares its public names in its ``__all__``; adding a layer is its file and one line here.
 """
 
 from __future__ import annotations
 
-from hierloss.layers.chain_rule import ChainRule, chain_rule_probs
-from hierloss.layers.label_graph import LabelGraphRefinement, coupling_pairs, label_graph_refinement
-from hierloss.layers.max_constraint import MaxConstraint
+from typing import TYPE_CHECKING
 
-__all__ = ["ChainRule", "LabelGraphRefinement", "MaxConstraint", "chain_rule_probs", "coupling_pairs",
-           "label_graph_refinement"]
+from hierloss._exports import gather
+from hierloss.layers.chain_rule import *  # noqa: F403
+from hierloss.layers.label_graph import *  # noqa: F403
+from hierloss.layers.max_constraint import *  # noqa: F403
+
+if not TYPE_CHECKING:  # type checkers read the star imports above; at run time the list is gathered from them
+    __all__ = gather(__name__)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from hierloss._hierarchy_module import HierarchyModule
-from hierloss.hierarchy import Hierarchy
+from hierloss.hierarchy import Hierarchy, check_hierarchy
 from hierloss.propagation import LevelPlan, chain_rule_marginals
 
 __all__ = ["ChainRule", "chain_rule_probs"]
@@ -46,8 +46,7 @@ def chain_rule_probs(input: Tensor, hierarchy: Hierarchy) -> Tensor:
         >>> chain_rule_probs(torch.tensor([[0.0, 0.0, 0.0]]), h)  # 0.5, 0.5 · 0.5, 0.5 · 0.5 · 0.5
         tensor([[0.5000, 0.2500, 0.1250]])
     """
-    if not isinstance(hierarchy, Hierarchy):
-        raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
+    check_hierarchy(hierarchy)
     return chain_rule_marginals(input, LevelPlan.build(hierarchy, "parents", input.device))
 
 

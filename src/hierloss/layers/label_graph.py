@@ -20,6 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from hierloss._validation import check_width
 from hierloss.hierarchy import Hierarchy
 
 __all__ = ["LabelGraphRefinement", "coupling_pairs", "label_graph_refinement"]
@@ -67,8 +68,7 @@ def coupling_pairs(hierarchy: Hierarchy, sparsity: str = "edges") -> Tensor:
 
 def _refine(input: Tensor, weight: Tensor, pair_index: Tensor | None) -> Tensor:
     """:func:`label_graph_refinement` with the pairs given (:class:`LabelGraphRefinement` keeps them in a buffer)."""
-    if input.ndim != 2:
-        raise ValueError(f"Expected `input` of shape (N, C), got {tuple(input.shape)}")
+    check_width(input)
     num_labels = input.shape[1]
     probs = torch.sigmoid(input)
     if pair_index is None:
@@ -137,8 +137,7 @@ class LabelGraphRefinement(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         """Refined logits ``z + W σ(z)`` of ``input`` (``(N, C)`` logits)."""
-        if input.ndim != 2 or input.shape[1] != self.num_labels:
-            raise ValueError(f"Expected `input` of shape (N, {self.num_labels}), got {tuple(input.shape)}")
+        check_width(input, self.num_labels)
         return _refine(input, self.weight, self.pair_index)
 
     def regularization(self) -> Tensor:

@@ -16,7 +16,7 @@ from torch import Tensor
 from hierloss._hierarchy_module import HierarchyModule
 from hierloss._penalty_forms import FORMS, MODES, PenaltyForm
 from hierloss._reduction import check_reduction
-from hierloss.hierarchy import Hierarchy
+from hierloss.hierarchy import Hierarchy, check_hierarchy
 
 __all__ = ["EdgeModule", "PenaltySettings", "Setting", "check_penalty_args", "resolve_edges", "resolve_scale",
            "resolve_settings"]
@@ -131,8 +131,7 @@ def resolve_edges(hierarchy: Hierarchy, edge_weight: Any = 1.0, closure: bool = 
         TypeError: if ``hierarchy`` is not a Hierarchy, or on an ``edge_weight`` that is not numbers (a bool, a
             string, ...), saying what to pass.
     """
-    if not isinstance(hierarchy, Hierarchy):
-        raise TypeError(f"expected a hierloss.Hierarchy, got {type(hierarchy).__name__}")
+    check_hierarchy(hierarchy)
     target = hierarchy.closure() if closure else hierarchy
     edges = target.edges
     where = "hierarchy.closure().edges" if closure else "hierarchy.edges"

@@ -42,7 +42,7 @@ from hierloss._masking import on_eager_cpu, target_mask
 from hierloss._reduction import reduce_loss
 from hierloss._validation import check_target, validating
 
-__all__ = ["asymmetric_kernel", "block_numel", "check_pair", "focal_kernel", "fused_loss", "is_transformed",
+__all__ = ["asymmetric_kernel", "block_numel", "focal_kernel", "fused_loss", "is_transformed",
            "multilabel_softmax_kernel", "prepare_target", "use_fused", "zlpr_kernel"]
 
 # Bytes per temporary and thread in one block of a CPU sweep: a kernel's dozen such temporaries fit the caches.
@@ -55,14 +55,6 @@ MAX_SCRATCH = 16
 MAX_BLOCK_THREADS = 4
 
 Reference = Callable[[Tensor], Tensor]
-
-
-def check_pair(input: Tensor, target: Tensor) -> None:
-    """Raise ``ValueError`` unless ``input`` is ``(N, C)`` and ``target`` has the same shape."""
-    if input.ndim != 2:
-        raise ValueError(f"Expected `input` of shape (N, C), got {tuple(input.shape)}")
-    if target.shape != input.shape:
-        raise ValueError(f"Expected `target` of shape {tuple(input.shape)} like `input`, got {tuple(target.shape)}")
 
 
 def is_transformed(tensor: Tensor) -> bool:

@@ -23,9 +23,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from hierloss._autocast import autocast_disabled
 from hierloss._reduction import check_reduction, reduce_loss
-from hierloss.losses._elementwise import asymmetric_kernel, check_pair, fused_loss, prepare_target, use_fused
+from hierloss.losses._elementwise import asymmetric_kernel, fused_loss, prepare_target, use_fused
+from hierloss.losses._prelude import prelude
 
 __all__ = ["AsymmetricLoss", "asymmetric_loss"]
 
@@ -85,10 +85,7 @@ def asymmetric_loss(
         0.01513
     """
     _check_args(gamma_neg, gamma_pos, clip, eps)
-    check_reduction(reduction)
-    check_pair(input, target)
-    with autocast_disabled(input.device.type):
-        x = input if input.dtype == torch.float64 else input.float()
+    with prelude(input, target, reduction) as x:
         y, valid, zero_one = prepare_target(target, ignore_index, validate_args, x.dtype)
         reference = functools.partial(_reference_terms, y=y, valid=valid, gamma_neg=gamma_neg, gamma_pos=gamma_pos,
                                       clip=clip, eps=eps, detach_focusing_weight=detach_focusing_weight)

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hierloss._autocast import autocast_disabled
 from hierloss._hierarchy_module import HierarchyModule
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_loss
@@ -31,12 +30,13 @@ from hierloss._validation import (
     as_pos_weight,
     check_pos_weight,
     check_target,
+    check_width,
     pos_weight_constant,
     validating,
     values_readable,
 )
-from hierloss.hierarchy import Hierarchy
-from hierloss.losses._elementwise import check_pair
+from hierloss.hierarchy import Hierarchy, check_hierarchy
+from hierloss.losses._prelude import prelude
 from hierloss.propagation import LevelPlan, chain_rule_bce
 
 __all__ = ["ChainRuleBCELoss", "ConditionalBCELoss", "chain_rule_bce_loss", "conditional_bce_loss"]
@@ -81,10 +81,8 @@ def conditional_bce_loss(
         tensor([[0.1269, 0.0486],
                 [0.3133, 0.0000]])
     """
-    if not isinstance(hierarchy, Hierarchy):
-        raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
-    if input.ndim != 2 or input.shape[1] != hierarchy.num_labels:
-        raise ValueError(f"Expected `input` of shape (N, {hierarchy.num_labels}), got {tuple(input.shape)}")
+    check_hierarchy(hierarchy)
+    check_width(input, hierarchy.num_labels)
     pos_weight = as_pos_weight(pos_weight, hierarchy.labels, input)
     edge_index = hierarchy.edge_index.to(input.device)
     num_parents = _parent_counts(edge_index, hierarchy.num_labels)
@@ -98,11 +96,10 @@ def _parent_counts(edge_index: Tensor, num_labels: int) -> Tensor:
     return torch.zeros(num_labels, dtype=torch.long, device=child.device).index_add_(0, child, torch.ones_like(child))
 
 
-def _check_call(input: Tensor, target: Tensor, reduction: str, pos_weight: Tensor | None, ignore_index: float | None,
-                validate_args: bool, labels: tuple[str, ...] | None) -> None:
-    """The argument checks both losses of this module make on every call (values only under ``validate_args``)."""
-    check_reduction(reduction)
-    check_pair(input, target)
+def _check_values(input: Tensor, target: Tensor, pos_weight: Tensor | None, ignore_index: float | None,
+                  validate_args: bool, labels: tuple[str, ...] | None) -> None:
+    """The checks both losses of this module make on every call after the prelude's (values only under
+    ``validate_args``)."""
     if pos_weight is not None and pos_weight.shape != (input.shape[1],):
         raise ValueError(f"Expected `pos_weight` of shape ({input.shape[1]},), got {tuple(pos_weight.shape)}")
     if validating(validate_args) and values_readable(target):  # a target batched by vmap cannot be read back
@@ -115,9 +112,8 @@ def _conditional_bce_loss(input: Tensor, target: Tensor, edge_index: Tensor, num
                           pos_weight: Tensor | None, ignore_index: float | None, validate_args: bool,
                           labels: tuple[str, ...] | None) -> Tensor:
     """:func:`conditional_bce_loss` on edge tensors (:class:`ConditionalBCELoss` passes its buffers)."""
-    _check_call(input, target, reduction, pos_weight, ignore_index, validate_args, labels)
-    with autocast_disabled(input.device.type):
-        x = input if input.dtype == torch.float64 else input.float()
+    with prelude(input, target, reduction) as x:
+        _check_values(input, target, pos_weight, ignore_index, validate_args, labels)
         clean, valid = target_mask(target, ignore_index)
         y = clean.to(x.dtype)
         positive = y > 0.5 if valid is None else (y > 0.5) & valid
@@ -175,8 +171,7 @@ class ConditionalBCELoss(HierarchyModule):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Loss of ``input`` (``(N, C)`` conditional logits) against ``target`` (``(N, C)``)."""
-        if input.ndim != 2 or input.shape[1] != self.hierarchy.num_labels:
-            raise ValueError(f"Expected `input` of shape (N, {self.hierarchy.num_labels}), got {tuple(input.shape)}")
+        self._check_width(input, matrix=True)
         return _conditional_bce_loss(input, target, self.edge_index, self.num_parents, self.reduction,
                                      self.pos_weight, self.ignore_index, self.validate_args, self.hierarchy.labels)
 
@@ -235,10 +230,8 @@ def chain_rule_bce_loss(
         >>> chain_rule_bce_loss(logits, torch.tensor([[1.0, 0.0]]), h, reduction="none")  # -log 0.5, -log 0.75
         tensor([[0.6931, 0.2877]])
     """
-    if not isinstance(hierarchy, Hierarchy):
-        raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
-    if input.ndim != 2 or input.shape[1] != hierarchy.num_labels:
-        raise ValueError(f"Expected `input` of shape (N, {hierarchy.num_labels}), got {tuple(input.shape)}")
+    check_hierarchy(hierarchy)
+    check_width(input, hierarchy.num_labels)
     pos_weight = as_pos_weight(pos_weight, hierarchy.labels, input)
     return _chain_rule_bce_loss(input, target, LevelPlan.build(hierarchy, "parents", input.device), reduction,
                                 pos_weight, ignore_index, validate_args, hierarchy.labels)
@@ -248,9 +241,8 @@ def _chain_rule_bce_loss(input: Tensor, target: Tensor, plan: LevelPlan, reducti
                          pos_weight: Tensor | None, ignore_index: float | None, validate_args: bool,
                          labels: tuple[str, ...] | None) -> Tensor:
     """:func:`chain_rule_bce_loss` on a downward plan (:class:`ChainRuleBCELoss` passes its buffers)."""
-    _check_call(input, target, reduction, pos_weight, ignore_index, validate_args, labels)
-    with autocast_disabled(input.device.type):
-        x = input if input.dtype == torch.float64 else input.float()
+    with prelude(input, target, reduction) as x:
+        _check_values(input, target, pos_weight, ignore_index, validate_args, labels)
         clean, valid = target_mask(target, ignore_index)
         y = clean.to(x.dtype)
         loss = chain_rule_bce(x, y, plan, None if pos_weight is None else pos_weight.to(x.dtype))
@@ -301,8 +293,7 @@ class ChainRuleBCELoss(HierarchyModule):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         """Loss of ``input`` (``(N, C)`` conditional logits) against ``target`` (``(N, C)``)."""
-        if input.ndim != 2 or input.shape[1] != self.hierarchy.num_labels:
-            raise ValueError(f"Expected `input` of shape (N, {self.hierarchy.num_labels}), got {tuple(input.shape)}")
+        self._check_width(input, matrix=True)
         return _chain_rule_bce_loss(input, target, self._level_plan(), self.reduction, self.pos_weight,
                                     self.ignore_index, self.validate_args, self.hierarchy.labels)
 

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hierloss._autocast import autocast_disabled
 from hierloss._reduction import check_reduction, reduce_loss
-from hierloss.losses._elementwise import check_pair, focal_kernel, fused_loss, prepare_target, use_fused
+from hierloss.losses._elementwise import focal_kernel, fused_loss, prepare_target, use_fused
+from hierloss.losses._prelude import prelude
 
 __all__ = ["FocalLoss", "focal_loss"]
 
@@ -73,10 +73,7 @@ def focal_loss(
         True
     """
     _check_args(alpha, gamma)
-    check_reduction(reduction)
-    check_pair(input, target)
-    with autocast_disabled(input.device.type):
-        x = input if input.dtype == torch.float64 else input.float()
+    with prelude(input, target, reduction) as x:
         y, valid, _ = prepare_target(target, ignore_index, validate_args, x.dtype, detect_zero_one=False)
         if gamma == 0 and alpha is None and valid is None:  # exactly PyTorch's BCE, which is also its fastest form
             return F.binary_cross_entropy_with_logits(x, y, reduction=reduction)

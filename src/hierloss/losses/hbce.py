@@ -30,6 +30,7 @@ from hierloss._validation import (
     as_pos_weight,
     check_pos_weight,
     check_probabilities,
+    check_width,
     pos_weight_constant,
     target_is_clean,
 )
@@ -41,8 +42,7 @@ __all__ = ["HBCELoss", "hbce_loss"]
 
 
 def _check_shapes(input: Tensor, target: Tensor, num_labels: int) -> None:
-    if input.ndim != 2 or input.shape[1] != num_labels:
-        raise ValueError(f"Expected `input` of shape (N, {num_labels}), got {tuple(input.shape)}")
+    check_width(input, num_labels)
     if target.shape != input.shape:
         raise ValueError(f"Expected `target` of shape {tuple(input.shape)} like `input`, got {tuple(target.shape)}")
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from hierloss._autocast import autocast_disabled
 from hierloss._penalty_forms import DEFAULT_MODE, DEFAULT_TEMPERATURE, edge_penalty, penalty_space
 from hierloss._reduction import reduce_loss
-from hierloss._validation import check_probabilities, validating
+from hierloss._validation import check_probabilities, check_width, validating
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses._edges import (
     EdgeModule,
@@ -20,8 +18,9 @@ from hierloss.losses._edges import (
     resolve_edges,
     resolve_settings,
 )
+from hierloss.losses._prelude import prelude
 
-__all__ = ["DEFAULT_MODE", "DEFAULT_TEMPERATURE", "HierarchyPenalty", "edge_terms", "hierarchy_penalty"]
+__all__ = ["HierarchyPenalty", "hierarchy_penalty"]
 
 
 def edge_terms(v_parent: Tensor, v_child: Tensor, mode: str, threshold: float = 0.5,
@@ -102,8 +101,7 @@ def hierarchy_penalty(
         tensor([0.7000, 0.0000])
     """
     edge_index, weight = resolve_edges(hierarchy, edge_weight, closure)
-    if input.ndim != 2 or input.shape[1] != hierarchy.num_labels:
-        raise ValueError(f"Expected `input` of shape (N, {hierarchy.num_labels}), got {tuple(input.shape)}")
+    check_width(input, hierarchy.num_labels)
     settings = resolve_settings(mode, scale, threshold, temperature, edge_reduction, reduction, from_logits,
                                 validate_args)
     if not from_logits and validating(validate_args):
@@ -115,13 +113,10 @@ def _hierarchy_penalty(input: Tensor, edge_index: Tensor, edge_weight: Tensor, s
     """:func:`hierarchy_penalty` on edge tensors and checked settings (:class:`HierarchyPenalty` passes its
     buffers), values unchecked."""
     form = settings.form
-    if input.ndim != 2:
-        raise ValueError(f"Expected `input` of shape (N, C), got {tuple(input.shape)}")
     if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_weight.shape != (edge_index.shape[1],):
         raise ValueError(f"Expected edge_index (2, E) and edge_weight (E,), got {tuple(edge_index.shape)} and "
                          f"{tuple(edge_weight.shape)}")
-    with autocast_disabled(input.device.type):
-        x = input if input.dtype == torch.float64 else input.float()  # low precision computes in float32
+    with prelude(input, None, settings.reduction) as x:
         weight = edge_weight.to(x.dtype) * settings.edge_scale(edge_index.shape[1])
         per_sample = edge_penalty(penalty_space(x, form, settings.from_logits), edge_index, weight, form,
                                   settings.threshold, settings.temperature)

@@ -20,13 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hierloss._autocast import autocast_disabled
 from hierloss._hierarchy_module import HierarchyModule
 from hierloss._masking import target_mask
 from hierloss._reduction import check_reduction, reduce_loss
 from hierloss._validation import check_target, validating, values_readable
-from hierloss.hierarchy import Hierarchy
-from hierloss.losses._elementwise import check_pair
+from hierloss.hierarchy import Hierarchy, check_hierarchy
+from hierloss.losses._prelude import prelude
 from hierloss.propagation import LevelPlan, constrained_logits
 
 __all__ = ["MCLoss", "mc_loss"]
@@ -71,8 +70,7 @@ def mc_loss(
         >>> round(mc_loss(logits, torch.tensor([[0.0, 0.0]]), h).item(), 4)  # parent's constrained logit is 1
         1.3133
     """
-    if not isinstance(hierarchy, Hierarchy):
-        raise TypeError(f"Expected a Hierarchy, got {type(hierarchy).__name__}")
+    check_hierarchy(hierarchy)
     return _mc_loss(input, target, LevelPlan.build(hierarchy, "descendants", input.device), reduction, ignore_index,
                     validate_args, hierarchy.labels)
 
@@ -80,12 +78,9 @@ def mc_loss(
 def _mc_loss(input: Tensor, target: Tensor, plan: LevelPlan, reduction: str, ignore_index: float | None,
              validate_args: bool, labels: tuple[str, ...]) -> Tensor:
     """:func:`mc_loss` with the hierarchy's upward plan given (:class:`MCLoss` keeps it in buffers)."""
-    check_reduction(reduction)
-    check_pair(input, target)
-    if validating(validate_args) and values_readable(target):  # a target batched by vmap cannot be read back
-        check_target(target, ignore_index, labels)
-    with autocast_disabled(input.device.type):
-        z = input if input.dtype == torch.float64 else input.float()
+    with prelude(input, target, reduction) as z:
+        if validating(validate_args) and values_readable(target):  # a target batched by vmap cannot be read back
+            check_target(target, ignore_index, labels)
         clean, valid = target_mask(target, ignore_index)
         y = clean.to(z.dtype)
         positive = y > 0.5

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hierloss._autocast import autocast_disabled
 from hierloss._reduction import check_reduction, reduce_loss
-from hierloss.losses._elementwise import check_pair, fused_loss, multilabel_softmax_kernel, prepare_target, use_fused
+from hierloss.losses._elementwise import fused_loss, multilabel_softmax_kernel, prepare_target, use_fused
+from hierloss.losses._prelude import prelude
 
 __all__ = ["MultiLabelSoftmaxLoss", "multilabel_softmax_loss"]
 
@@ -64,10 +64,7 @@ def multilabel_softmax_loss(
         >>> round(multilabel_softmax_loss(logits, torch.tensor([[1.0, 0.0, 0.0]])).item(), 4)  # −log(e²/(e²+1+e))
         0.4076
     """
-    check_reduction(reduction)
-    check_pair(input, target)
-    with autocast_disabled(input.device.type):
-        x = input if input.dtype == torch.float64 else input.float()
+    with prelude(input, target, reduction) as x:
         y, valid, zero_one = prepare_target(target, ignore_index, validate_args, x.dtype)
         reference = functools.partial(_reference_terms, y=y, valid=valid)
         if use_fused(x, target):

@@ -25,11 +25,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-from hierloss._autocast import autocast_disabled
 from hierloss._reduction import check_reduction, reduce_loss
-from hierloss.losses._elementwise import check_pair, fused_loss, prepare_target, use_fused, zlpr_kernel
+from hierloss.losses._elementwise import fused_loss, prepare_target, use_fused, zlpr_kernel
+from hierloss.losses._prelude import prelude
 
-__all__ = ["ZLPRLoss", "log1p_sum_exp", "zlpr_loss"]
+__all__ = ["ZLPRLoss", "zlpr_loss"]
 
 
 def log1p_sum_exp(values: Tensor) -> Tensor:
@@ -76,10 +76,7 @@ def zlpr_loss(
         1.0725
     """
     _check_temperature(temperature)
-    check_reduction(reduction)
-    check_pair(input, target)
-    with autocast_disabled(input.device.type):
-        x = input if input.dtype == torch.float64 else input.float()
+    with prelude(input, target, reduction) as x:
         y, valid, zero_one = prepare_target(target, ignore_index, validate_args, x.dtype)
         reference = functools.partial(_reference_terms, y=y, valid=valid, temperature=temperature)
         if use_fused(x, target):

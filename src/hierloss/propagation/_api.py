@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import hierloss.propagation._kernels as K
+from hierloss._validation import check_width
 from hierloss.propagation._plan import HierarchyLike, LevelPlan, PlanKind
 
 __all__ = [
@@ -38,8 +39,7 @@ def _route(needs_grad: bool) -> Literal["eager", "compiled", "values"]:
 
 
 def _check_width(input: Tensor, num_labels: int) -> None:
-    if input.ndim == 0 or input.shape[-1] != num_labels:
-        raise ValueError(f"Expected `input` of shape (..., {num_labels}), got {tuple(input.shape)}")
+    check_width(input, num_labels, matrix=False)
 
 
 def _rows(input: Tensor, num_labels: int) -> Tensor:
@@ -141,8 +141,7 @@ def constrained_logits(input: Tensor, positive: Tensor, plan: LevelPlan) -> Tens
     Returns:
         ``(N, C)`` constrained logits.
     """
-    if input.ndim != 2 or input.shape[1] != plan.num_labels:
-        raise ValueError(f"Expected `input` of shape (N, {plan.num_labels}), got {tuple(input.shape)}")
+    check_width(input, plan.num_labels)
     if positive.shape != input.shape or positive.dtype != torch.bool:
         raise ValueError(f"Expected `positive` of shape {tuple(input.shape)} and dtype torch.bool, got "
                          f"{tuple(positive.shape)} {positive.dtype}")
@@ -211,8 +210,7 @@ def chain_rule_bce(input: Tensor, target: Tensor, plan: LevelPlan, pos_weight: T
     Returns:
         ``(N, C)`` losses.
     """
-    if input.ndim != 2 or input.shape[1] != plan.num_labels:
-        raise ValueError(f"Expected `input` of shape (N, {plan.num_labels}), got {tuple(input.shape)}")
+    check_width(input, plan.num_labels)
     y = target.to(input.dtype)
     if not plan.groups:
         return F.binary_cross_entropy_with_logits(input, y, reduction="none", pos_weight=pos_weight)

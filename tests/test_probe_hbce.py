@@ -7,6 +7,7 @@ a message saying what to pass; ``torch.func`` transforms work; settings are reso
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hierloss import HBCELoss, Hierarchy, HierarchyPenalty
+from hierloss import HBCELoss, Hierarchy, HierarchyPenalty, _penalty_forms
 from hierloss._penalty_forms import MODES
 from hierloss.functional import hbce_loss, hierarchy_penalty
 from hierloss.losses import _edges, _hbce_backend, hbce_backend
@@ -431,8 +432,10 @@ def test_forward_does_not_recheck_settings(monkeypatch: pytest.MonkeyPatch) -> N
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("a setting was checked again in forward")
 
-    for name in ("check_penalty_args", "resolve_scale", "check_reduction", "resolve_settings"):
-        monkeypatch.setattr(_edges, name, fail)
+    modules = [importlib.import_module(f"hierloss.losses.{m}") for m in ("hbce", "hierarchy_penalty")]
+    for module in (_penalty_forms, _edges, *modules):
+        for name in ("check_penalty_args", "resolve_scale", "check_reduction", "resolve_settings"):
+            monkeypatch.setattr(module, name, fail, raising=False)
     torch.testing.assert_close(crit(x, y), want)
     torch.testing.assert_close(pen(x), want_pen)
 

@@ -1,12 +1,8 @@
-"""Turning a hierarchy and an ``edge_weight`` argument into the ``(edge_index, edge_weight)`` constants of a loss, and
-a loss's hyper-parameters into one frozen, checked settings object."""
+"""Turning a hierarchy and an ``edge_weight`` argument into the ``(edge_index, edge_weight)`` constants of a loss."""
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,104 +10,10 @@ import torch
 from torch import Tensor
 
 from hierloss._hierarchy_module import HierarchyModule
-from hierloss._penalty_forms import FORMS, MODES, PenaltyForm
-from hierloss._reduction import check_reduction
+from hierloss._penalty_forms import PenaltySettings, is_real, resolve_settings
 from hierloss.hierarchy import Hierarchy, check_hierarchy
 
-__all__ = ["EdgeModule", "PenaltySettings", "Setting", "check_penalty_args", "resolve_edges", "resolve_scale",
-           "resolve_settings"]
-
-EDGE_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
-
-
-def _is_real(value: object) -> bool:
-    """A real number that is not a bool: Python ``int``/``float`` and NumPy scalars."""
-    return isinstance(value, (int, float, numbers.Real)) and not isinstance(value, (bool, np.bool_))
-
-
-def resolve_scale(form: PenaltyForm, scale: float | None) -> float:
-    """The effective λ: ``scale``, or the form's default (``form.default_scale``) when ``None``.
-
-    Raises:
-        ValueError: if ``scale`` is negative, NaN or infinite (a negative λ would reward violations).
-    """
-    if scale is None:
-        return form.default_scale
-    # comparisons only (no math.isfinite): they also hold for the symbolic floats torch.compile traces when a
-    # scale changes between calls; NaN and inf fail them
-    if not _is_real(scale) or not 0 <= scale < math.inf:
-        raise ValueError(f"scale must be a finite number >= 0 (or None for the mode's default), got {scale!r}")
-    return float(scale)
-
-
-def check_penalty_args(mode: str, threshold: float, temperature: float,
-                       edge_reduction: str | None) -> tuple[PenaltyForm, str]:
-    """Validate the penalty's hyper-parameters; return the form of ``mode`` and the effective edge reduction.
-
-    ``edge_reduction=None`` means the form's default: ``'sum'`` for ``'hard'`` (the reference) and ``'mean'``
-    for the trainable modes.
-    """
-    if not isinstance(mode, str) or mode not in FORMS:
-        raise ValueError(f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}")
-    if not (_is_real(threshold) and 0.0 < threshold < 1.0):
-        raise ValueError(f"threshold must be a probability in (0, 1), got {threshold!r}")
-    if not (_is_real(temperature) and 0 < temperature < math.inf):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    form = FORMS[mode]
-    if edge_reduction is None:
-        return form, form.default_edge_reduction
-    if edge_reduction not in EDGE_REDUCTIONS:
-        raise ValueError(f"edge_reduction must be 'sum', 'mean' or None, got {edge_reduction!r}")
-    return form, edge_reduction
-
-
-@dataclass(frozen=True)
-class PenaltySettings:
-    """The hyper-parameters of a hierarchy loss, checked once by :func:`resolve_settings` and frozen.
-
-    A module resolves them in ``__init__`` (and again when one of its attributes is assigned) and passes this one
-    object on every call, so that ``forward`` re-checks nothing.
-
-    Attributes:
-        form: the penalty form of ``mode`` (:data:`~hierloss._penalty_forms.FORMS`).
-        scale: λ, the mode's default already substituted for ``None``.
-        edge_reduction: ``'sum'`` or ``'mean'`` over edges, the form's default already substituted for ``None``.
-        threshold: decision threshold of ``'hard'`` and ``'soft'``.
-        temperature: temperature of ``'soft'``.
-        reduction: ``'mean'``, ``'sum'`` or ``'none'`` over samples.
-        from_logits: whether the input holds logits.
-        validate_args: whether ``forward`` checks values.
-        ignore_index: the target value to leave out (HBCE only).
-    """
-
-    form: PenaltyForm
-    scale: float
-    edge_reduction: str
-    threshold: float
-    temperature: float
-    reduction: str
-    from_logits: bool
-    validate_args: bool
-    ignore_index: float | None = None
-
-    def edge_scale(self, num_edges: int) -> float:
-        """The factor on every ``w_e``: ``λ / E`` with ``edge_reduction='mean'`` (``λ`` without edges), else ``λ``."""
-        return self.scale / num_edges if self.edge_reduction == "mean" and num_edges else self.scale
-
-
-def resolve_settings(mode: str, scale: float | None, threshold: float, temperature: float,
-                     edge_reduction: str | None, reduction: str, from_logits: bool = True,
-                     validate_args: bool = True, ignore_index: float | None = None) -> PenaltySettings:
-    """Check every hyper-parameter of a hierarchy loss once and freeze them (see :class:`PenaltySettings`).
-
-    Raises:
-        ValueError: naming the first bad value (mode, threshold, temperature, edge reduction, scale, reduction).
-    """
-    form, effective_edge_reduction = check_penalty_args(mode, threshold, temperature, edge_reduction)
-    return PenaltySettings(form, resolve_scale(form, scale), effective_edge_reduction, float(threshold),
-                           float(temperature), check_reduction(reduction), bool(from_logits), bool(validate_args),
-                           ignore_index)
-
+__all__ = ["EdgeModule", "Setting", "resolve_edges"]
 
 def resolve_edges(hierarchy: Hierarchy, edge_weight: Any = 1.0, closure: bool = False) -> tuple[Tensor, Tensor]:
     """Return ``(edge_index (2, E) long, edge_weight (E,) float32)`` for ``hierarchy`` (or its closure).
@@ -178,7 +80,7 @@ def _weights_as_tensor(edge_weight: Any, kinds: str) -> Tensor:
         if edge_weight.dtype == torch.bool or edge_weight.is_complex():
             raise TypeError(f"edge_weight must be {kinds}; got a {edge_weight.dtype} tensor")
         return edge_weight.detach().to("cpu", torch.float64)
-    if not (_is_real(edge_weight) or isinstance(edge_weight, (Sequence, np.ndarray))):
+    if not (is_real(edge_weight) or isinstance(edge_weight, (Sequence, np.ndarray))):
         raise TypeError(f"edge_weight must be {kinds}; got {type(edge_weight).__name__}")
     array = np.asarray(edge_weight)
     if array.dtype.kind not in "iuf":  # not integers or floats

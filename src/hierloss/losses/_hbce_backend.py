@@ -45,9 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hierloss._masking import nan_free_on_cpu, target_mask
-from hierloss._penalty_forms import CLIP, FORMS, PenaltyForm, edge_penalty, penalty_space
+from hierloss._penalty_forms import CLIP, FORMS, PenaltyForm, PenaltySettings, edge_penalty, penalty_space
 from hierloss._validation import values_readable
-from hierloss.losses._edges import PenaltySettings
 
 __all__ = ["BACKENDS", "DENSE_MAX_ENTRIES", "LAYOUTS", "EdgePlan", "edge_plan", "hbce", "hbce_backend",
            "hbce_reference", "select_backend", "select_layout"]

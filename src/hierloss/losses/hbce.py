@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from hierloss._autocast import autocast_disabled
-from hierloss._penalty_forms import DEFAULT_MODE, DEFAULT_TEMPERATURE
+from hierloss._penalty_forms import DEFAULT_MODE, DEFAULT_TEMPERATURE, PenaltyMode, PenaltySettings, resolve_settings
 from hierloss._reduction import reduce_loss
 from hierloss._validation import (
     as_pos_weight,
@@ -36,7 +36,7 @@ from hierloss._validation import (
 )
 from hierloss.hierarchy import Hierarchy
 from hierloss.losses import _hbce_backend
-from hierloss.losses._edges import EdgeModule, PenaltySettings, Setting, resolve_edges, resolve_settings
+from hierloss.losses._edges import EdgeModule, Setting, resolve_edges
 
 __all__ = ["HBCELoss", "hbce_loss"]
 
@@ -53,7 +53,7 @@ def hbce_loss(
     hierarchy: Hierarchy,
     edge_weight: Any = 1.0,
     scale: float | None = None,
-    mode: str = DEFAULT_MODE,
+    mode: PenaltyMode = DEFAULT_MODE,
     threshold: float = 0.5,
     temperature: float = DEFAULT_TEMPERATURE,
     reduction: str = "mean",
@@ -219,7 +219,7 @@ class HBCELoss(EdgeModule):
         hierarchy: Hierarchy,
         edge_weight: Any = 1.0,
         scale: float | None = None,
-        mode: str = DEFAULT_MODE,
+        mode: PenaltyMode = DEFAULT_MODE,
         threshold: float = 0.5,
         temperature: float = DEFAULT_TEMPERATURE,
         reduction: str = "mean",

@@ -6,18 +6,20 @@ from typing import Any
 
 from torch import Tensor
 
-from hierloss._penalty_forms import DEFAULT_MODE, DEFAULT_TEMPERATURE, edge_penalty, penalty_space
+from hierloss._penalty_forms import (
+    DEFAULT_MODE,
+    DEFAULT_TEMPERATURE,
+    PenaltyMode,
+    PenaltySettings,
+    check_penalty_args,
+    edge_penalty,
+    penalty_space,
+    resolve_settings,
+)
 from hierloss._reduction import reduce_loss
 from hierloss._validation import check_probabilities, check_width, validating
 from hierloss.hierarchy import Hierarchy
-from hierloss.losses._edges import (
-    EdgeModule,
-    PenaltySettings,
-    Setting,
-    check_penalty_args,
-    resolve_edges,
-    resolve_settings,
-)
+from hierloss.losses._edges import EdgeModule, Setting, resolve_edges
 from hierloss.losses._prelude import prelude
 
 __all__ = ["HierarchyPenalty", "hierarchy_penalty"]
@@ -52,7 +54,7 @@ def hierarchy_penalty(
     hierarchy: Hierarchy,
     edge_weight: Any = 1.0,
     scale: float | None = None,
-    mode: str = DEFAULT_MODE,
+    mode: PenaltyMode = DEFAULT_MODE,
     threshold: float = 0.5,
     temperature: float = DEFAULT_TEMPERATURE,
     from_logits: bool = True,
@@ -172,7 +174,7 @@ class HierarchyPenalty(EdgeModule):
         hierarchy: Hierarchy,
         edge_weight: Any = 1.0,
         scale: float | None = None,
-        mode: str = DEFAULT_MODE,
+        mode: PenaltyMode = DEFAULT_MODE,
         threshold: float = 0.5,
         temperature: float = DEFAULT_TEMPERATURE,
         from_logits: bool = True,

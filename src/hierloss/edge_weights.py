@@ -194,6 +194,7 @@ def _columns_of(chunk: Any, hierarchy: Hierarchy) -> Tensor:
             missing = [lab for lab in hierarchy.labels if lab not in chunk.columns]
             if missing:
                 raise ValueError(f"label DataFrame is missing hierarchy columns {missing!r}")
+            _refuse_repeated_columns(chunk, hierarchy)
             block = chunk.loc[:, list(hierarchy.labels)]
             dtypes = set(block.dtypes)
             try:
@@ -223,6 +224,22 @@ def _columns_of(chunk: Any, hierarchy: Hierarchy) -> Tensor:
     if mat.dtype == torch.bool:
         mat = mat.to(torch.uint8)
     return mat.t()
+
+
+def _refuse_repeated_columns(frame: pd.DataFrame, hierarchy: Hierarchy) -> None:
+    """Raise ``ValueError`` naming the label columns that ``frame`` holds more than once (other columns may repeat).
+
+    Selecting a repeated label by name returns every copy, which would shift the columns after it (or be refused
+    only by a shape check that names no column).
+    """
+    counts = frame.columns.value_counts()
+    repeated = [lab for lab in hierarchy.labels if counts.get(lab, 0) > 1]
+    if len(repeated) == 1:
+        raise ValueError(f"label DataFrame has the label column {repeated[0]!r} {counts[repeated[0]]} times; edge "
+                         "weights need each label column once")
+    if repeated:
+        raise ValueError(f"label DataFrame has the label columns {repeated!r} more than once; edge weights need each "
+                         "label column once")
 
 
 def _is_number(value: object) -> bool:
@@ -262,8 +279,15 @@ def _matrix_from_rows(rows: list[Any] | tuple[Any, ...], hierarchy: Hierarchy) -
 
 def _chunks(labels: Any, hierarchy: Hierarchy) -> Iterator[Any]:
     """Yield dense chunks from any supported input (sparse matrices densified a block of rows at a time)."""
-    if isinstance(labels, (Tensor, np.ndarray)) or type(labels).__module__.startswith("pandas"):
+    if isinstance(labels, (Tensor, np.ndarray)):
         yield labels
+        return
+    if type(labels).__module__.startswith("pandas"):
+        if isinstance(labels, Iterator):  # a reader of DataFrames, e.g. pd.read_csv(..., chunksize=)
+            for chunk in labels:
+                yield from _chunks(chunk, hierarchy)
+            return
+        yield labels  # a DataFrame; anything else (a Series) is refused by _columns_of, naming its type
         return
     if isinstance(labels, (list, tuple)) and labels and all(
             isinstance(row, (list, tuple)) or _is_scalar(row) for row in labels):
@@ -353,9 +377,9 @@ def count_edges(hierarchy: Hierarchy, labels: Any, uncertain: UncertainPolicy | 
         hierarchy: the hierarchy.
         labels: ``(N, C)`` labels in ``hierarchy.labels`` column order (NumPy array, torch tensor — counted on its
             device —, scipy.sparse matrix, or a list of rows, each a list of numbers), a pandas DataFrame (columns
-            matched by name in any order, extra columns ignored, nullable ``Int64`` / ``boolean`` / ``Float64`` accepted
-            with ``<NA>`` read as missing), or any iterable of such chunks (memory then depends on the chunk size
-            only).
+            matched by name in any order, each label column once, extra columns ignored, nullable ``Int64`` /
+            ``boolean`` / ``Float64`` accepted with ``<NA>`` read as missing), or any iterable of such chunks (memory
+            then depends on the chunk size only).
         uncertain: policy for ``-1`` (uncertain) and NaN / ``<NA>`` / ``None`` (missing) entries: ``None`` raises,
             ``'zeros'`` / ``'ones'`` map them, ``'ignore'`` leaves the row out of every edge touching that column.
         process_group: a ``torch.distributed`` process group (e.g. ``torch.distributed.group.WORLD``) over which
@@ -369,8 +393,8 @@ def count_edges(hierarchy: Hierarchy, labels: Any, uncertain: UncertainPolicy | 
 
     Raises:
         ValueError: on an empty label matrix (with a ``process_group``: no row on any rank), a wrong shape, missing
-            DataFrame columns, a value other than 0/1/-1/NaN (naming column and value), or uncertain values without
-            a policy (naming column and count).
+            DataFrame columns, a DataFrame label column present more than once (naming it), a value other than
+            0/1/-1/NaN (naming column and value), or uncertain values without a policy (naming column and count).
     """
     if process_group is None:
         total, rows, _ = _count_local(hierarchy, labels, uncertain)

@@ -117,6 +117,39 @@ def _load_hierarchy(spec: str, with_uncertain: bool) -> Hierarchy:
         raise CommandError(f"--hierarchy {path}: {err}") from None
 
 
+def _header(path: Path) -> list[str]:
+    """The names of the CSV's header row as written: ``pd.read_csv`` renames a repeated name ``a`` to ``a.1``."""
+    import pandas as pd
+
+    row = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)  # the same parser, no renaming
+    return [str(name) for name in row.iloc[0]] if len(row) else []
+
+
+def _refuse_repeated_labels(path: Path, header: list[str], hierarchy: Hierarchy) -> None:
+    """Raise ``CommandError`` naming the label columns that the header holds more than once, and where.
+
+    Other columns may repeat: they are not read. (pandas would keep the first copy of a label and rename the others,
+    so a second copy would be silently ignored.)
+    """
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(header, start=1):
+        positions.setdefault(name, []).append(i)
+    repeated = [lab for lab in hierarchy.labels if len(positions.get(lab, ())) > 1]
+    if not repeated:
+        return
+
+    def columns(lab: str) -> str:
+        numbers = [str(i) for i in positions[lab]]
+        return f"columns {', '.join(numbers[:-1])} and {numbers[-1]}"
+
+    if len(repeated) == 1:
+        raise CommandError(f"{path}: the header has the label column {repeated[0]!r} {len(positions[repeated[0]])} "
+                           f"times ({columns(repeated[0])}); edge weights need each label column once")
+    where = "; ".join(f"{lab!r} in {columns(lab)}" for lab in repeated)
+    raise CommandError(f"{path}: the header has the label columns {repeated!r} more than once ({where}); edge "
+                       "weights need each label column once")
+
+
 def _check_out(out: Path) -> None:
     """Refuse an ``--out`` that cannot be written before any work is done."""
     if out.is_dir():
@@ -149,8 +182,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"labels file {str(args.labels)!r} does not exist")
     try:
         frame = pd.read_csv(args.labels)
+        header = _header(args.labels)
     except (OSError, ValueError) as err:  # pandas' parser errors are ValueErrors
         raise CommandError(f"{args.labels}: {err}") from None
+    _refuse_repeated_labels(args.labels, header, hierarchy)
     try:
         if args.hierarchy == "chexpert" and any(lab not in frame.columns for lab in hierarchy.labels):
             frame = _derive_chexpert(frame, args.uncertain, not args.no_uncertain_label)

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from hierloss.hierarchy import Hierarchy
 from hierloss.metrics._inputs import check_threshold, check_zero_division, scores_for, targets_like
+from hierloss.metrics.consistency import _logit_cut
 
 __all__ = ["hierarchical_prf"]
 
@@ -30,10 +31,18 @@ def _check_arguments(average: object, threshold: object, zero_division: object) 
 
 def _augmented_sets(preds: Any, target: Any, hierarchy: Hierarchy, threshold: float, from_logits: bool = False,
                    validate_args: bool = True) -> tuple[Tensor, Tensor]:
-    """Bool ``(N, C)`` predicted (score > ``threshold``) and true label sets, each closed under ancestors."""
-    scores = scores_for(preds, hierarchy, from_logits, validate_args=validate_args)
+    """Bool ``(N, C)`` predicted (score > ``threshold``) and true label sets, each closed under ancestors.
+
+    Logits are never passed through a sigmoid, whose float32 rounding misjudges logits just above
+    ``logit(threshold)`` and (above about 17) makes every large logit 1: they are compared in float64 (which holds
+    every float32 exactly) with ``consistency._logit_cut``, the violation metrics' rule, so a logit is predicted
+    exactly when its exact sigmoid is above the threshold (float32 and narrower logits; float64 ones up to the
+    rounding of ``logit(threshold)``). The cut is a cached Python float: nothing is read back.
+    """
+    scores = scores_for(preds, hierarchy, from_logits=False, validate_args=validate_args)  # logits stay logits
     truth = targets_like(target, scores, validate_args=validate_args)
-    return hierarchy.propagate(scores > threshold), hierarchy.propagate(truth)
+    predicted = scores.double() > _logit_cut(threshold, scores.dtype) if from_logits else scores > threshold
+    return hierarchy.propagate(predicted), hierarchy.propagate(truth)
 
 
 def _prf_counts(predicted: Tensor, actual: Tensor, average: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -91,7 +100,9 @@ def hierarchical_prf(preds: Any, target: Any, hierarchy: Hierarchy, average: str
         threshold: a label is predicted when its score is above it; in ``(0, 1)``, the rule of every metric.
         zero_division: the value of a ratio whose denominator is 0: a number (``0.0``, ``1.0``, ``float('nan')``,
             as scikit-learn accepts; its ``'warn'`` is ``0.0``).
-        from_logits: apply a sigmoid to ``preds`` first.
+        from_logits: ``preds`` are logits, each predicted exactly when its sigmoid (in exact arithmetic) is above
+            ``threshold``: compared with ``logit(threshold)``, never through a rounded sigmoid (in float32 every
+            logit above about 17 has the sigmoid 1), as :func:`hierloss.metrics.edge_violations` compares them.
         validate_args: refuse NaN scores (naming the label and the count) and targets other than 0/1. The checks
             read the inputs back to the host, a GPU synchronisation; with ``False`` nothing is read back, a NaN
             score counts as not predicted and any non-zero target as 1.

@@ -110,7 +110,8 @@ class HierarchicalF1(Metric):
         average: ``'micro'``, ``'macro'`` or ``'samples'``.
         threshold: a label is predicted when its score is above it; in ``(0, 1)``.
         zero_division: the value of a ratio whose denominator is 0 (a number).
-        from_logits: apply a sigmoid to the predictions first.
+        from_logits: the predictions are logits, compared with ``logit(threshold)`` without a sigmoid (as
+            :func:`hierloss.metrics.hierarchical_prf` compares them: exact for float32 logits, large ones included).
         validate_args: refuse NaN scores and non-0/1 targets in ``update()``; ``False`` reads nothing back.
         kwargs: passed to :class:`torchmetrics.Metric`.
     """

@@ -202,8 +202,8 @@ RECIPES: Mapping[str, RecipeSpec] = _table(
     RecipeSpec("hbce", "HBCE", "BCE plus the trainable hierarchy penalty (HBCELoss's default, the logit hinge at "
                "λ = 0.1): raw scores far more coherent, not coherent by construction.", "sigmoid",
                _one("HBCELoss(h)", _loss("HBCELoss")), "hbce"),
-    RecipeSpec("hbce-hinge", "HBCE hinge λ=1", "BCE plus the probability hinge at λ = 1, HBCELoss's default before "
-               "0.1's logit hinge.", "sigmoid",
+    RecipeSpec("hbce-hinge", "HBCE hinge λ=1", "BCE plus the hinge on probabilities at λ = 1, max(0, p_child − "
+               "p_parent): the probability-space counterpart of the default logit hinge.", "sigmoid",
                _one("HBCELoss(h, mode='hinge', scale=1.0)", _loss("HBCELoss", mode="hinge", scale=1.0)),
                "hbce-hinge"),
     RecipeSpec("hbce-hard", "HBCE hard", "The paper's HBCE: BCE plus a hard-indicator penalty whose gradient is "

@@ -30,12 +30,16 @@ __all__ = [
 ]
 
 
-def _route(needs_grad: bool) -> Literal["eager", "compiled", "values"]:
+def _route(needs_grad: bool) -> Literal["eager", "compiled", "values", "compiled values"]:
     """Which form runs: the autograd Functions (eager), the custom operators (under ``torch.compile``), or the
-    forward alone traced as plain operations (under ``torch.export``, or when nothing needs a gradient)."""
+    forward alone: traced as plain operations under ``torch.export``, as one custom operator under
+    ``torch.compile`` and eagerly otherwise, when nothing needs a gradient."""
+    wanted = needs_grad and torch.is_grad_enabled()
     if torch.compiler.is_compiling():
-        return "values" if torch.compiler.is_exporting() else "compiled"
-    return "eager" if needs_grad and torch.is_grad_enabled() else "values"
+        if torch.compiler.is_exporting():
+            return "values"
+        return "compiled" if wanted else "compiled values"
+    return "eager" if wanted else "values"
 
 
 def _check_width(input: Tensor, num_labels: int) -> None:
@@ -66,6 +70,10 @@ def _extremum(input: Tensor, plan: LevelPlan, largest: bool) -> Tensor:
         import hierloss.propagation._compiled as _compiled
 
         out, _ = _compiled.extremum(rows, plan.nodes, plan.neighbours, *_ks_widths(plan), largest)
+    elif route == "compiled values":
+        import hierloss.propagation._compiled as _compiled
+
+        out = _compiled.extremum_values(rows, plan.nodes, plan.neighbours, *_ks_widths(plan), largest)
     else:
         out = K.extremum_values(rows, plan, largest)
     return typing.cast(Tensor, out).view(input.shape)
@@ -154,7 +162,7 @@ def constrained_logits(input: Tensor, positive: Tensor, plan: LevelPlan) -> Tens
         out, _ = ConstrainedLogits.apply(input, positive, plan.nodes, plan.neighbours,  # type: ignore[no-untyped-call]
                                          plan.groups)
         return out  # type: ignore[no-any-return]
-    if route == "compiled":
+    if route in ("compiled", "compiled values"):
         import hierloss.propagation._compiled as _compiled
 
         return typing.cast(Tensor, _compiled.constrained_logits(input, positive, plan.nodes, plan.neighbours,
@@ -180,7 +188,7 @@ def chain_rule_log(input: Tensor, plan: LevelPlan) -> tuple[Tensor, Tensor]:
         from hierloss.propagation._autograd import ChainRule
 
         log_p, log_q, *_ = ChainRule.apply(rows, plan.nodes, plan.neighbours, plan.groups)  # type: ignore[no-untyped-call]
-    elif route == "compiled":
+    elif route in ("compiled", "compiled values"):
         import hierloss.propagation._compiled as _compiled
 
         log_p, log_q, *_ = _compiled.chain_rule(rows, plan.nodes, plan.neighbours, *_ks_widths(plan))
@@ -221,7 +229,7 @@ def chain_rule_bce(input: Tensor, target: Tensor, plan: LevelPlan, pos_weight: T
         loss, *_ = ChainRuleBCE.apply(input, y, pos_weight, plan.nodes,  # type: ignore[no-untyped-call]
                                       plan.neighbours, plan.groups)
         return loss  # type: ignore[no-any-return]
-    if route == "compiled":
+    if route in ("compiled", "compiled values"):
         import hierloss.propagation._compiled as _compiled
 
         return typing.cast(Tensor, _compiled.chain_rule_bce(input, y, pos_weight, plan.nodes, plan.neighbours,

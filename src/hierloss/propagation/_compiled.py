@@ -17,7 +17,7 @@ from torch import Tensor
 import hierloss.propagation._kernels as K
 from hierloss.propagation._plan import LevelPlan
 
-__all__ = ["chain_rule", "chain_rule_bce", "constrained_logits", "extremum"]
+__all__ = ["chain_rule", "chain_rule_bce", "constrained_logits", "extremum", "extremum_values"]
 
 
 def _plan(nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int], num_labels: int) -> LevelPlan:
@@ -35,6 +35,17 @@ def extremum(x: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int], widths
 def _(x: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int],
       largest: bool) -> tuple[Tensor, Tensor]:
     return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(x.shape, dtype=torch.long)
+
+
+@torch.library.custom_op("hierloss::extremum_values", mutates_args=())
+def extremum_values(x: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int],
+                    largest: bool) -> Tensor:
+    return K.extremum_values(x, _plan(nodes, neighbours, ks, widths, x.shape[1]), largest)
+
+
+@extremum_values.register_fake
+def _(x: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int], largest: bool) -> Tensor:
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 @torch.library.custom_op("hierloss::constrained_logits", mutates_args=())

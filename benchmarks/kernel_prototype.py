@@ -28,7 +28,6 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _hierarchies import benchmark_hierarchy
 from _timing import machine, median_seconds_interleaved
-
 from hierloss import ChainRuleBCELoss, MaxConstraint, MCLoss
 
 CPP = r"""

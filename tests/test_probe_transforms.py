@@ -71,3 +71,28 @@ def test_func_grad_and_jvp(name: str) -> None:
     torch.testing.assert_close(torch.func.grad(loss)(x, y), ref)
     _, tangent = torch.func.jvp(lambda v: loss(v, y), (x,), (t,))
     torch.testing.assert_close(tangent, (ref * t).sum())
+
+
+@pytest.mark.parametrize("name", ["MCLoss", "ChainRuleBCELoss", "ConditionalBCELoss"])
+def test_gradient_to_a_target_that_requires_grad(name: str) -> None:
+    """A soft target that requires grad (distillation) gets BCE's gradient, -(logit-space term)/count, from every
+    hierarchy loss, including the written backward of ChainRuleBCELoss, checked against the formula's own values."""
+    from hierloss.propagation import LevelPlan, chain_rule_log, constrained_logits
+
+    x = torch.randn(4, C, dtype=torch.float64)
+    y = _targets(4, seed=3).mul(0.8).add(0.1).requires_grad_()  # soft, in (0, 1)
+    loss = {"MCLoss": MCLoss(H), "ChainRuleBCELoss": ChainRuleBCELoss(H),
+            "ConditionalBCELoss": ConditionalBCELoss(H)}[name]
+    (grad,) = torch.autograd.grad(loss(x, y), y)
+    with torch.no_grad():
+        if name == "ChainRuleBCELoss":
+            log_p, log_q = chain_rule_log(x, LevelPlan.build(H, "parents"))
+            expected = -(log_p - log_q) / x.numel()
+        elif name == "MCLoss":
+            expected = -constrained_logits(x, y > 0.5, LevelPlan.build(H, "descendants")) / x.numel()
+        else:  # kept terms only: those whose parents are all positive
+            parents_ok = torch.ones_like(x, dtype=torch.bool)
+            for p, c in H.edge_indices:
+                parents_ok[:, c] &= y[:, p] > 0.5
+            expected = torch.where(parents_ok, -x, 0.0) / parents_ok.sum()
+    torch.testing.assert_close(grad, expected)

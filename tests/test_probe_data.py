@@ -37,11 +37,11 @@ def _raw_chexpert() -> pd.DataFrame:
 def test_chexpert_targets_refuses_a_duplicated_observation_column() -> None:
     """A duplicated observation column is refused by name instead of shifting the other observations."""
     raw = _raw_chexpert()
-    with pytest.raises(ValueError, match=r"^chexpert_targets: the column 'Atelectasis' appears 2 times; label "
-                                         r"columns must be unique$"):
+    with pytest.raises(ValueError, match=r"^chexpert_targets: the frame has the label column 'Atelectasis' 2 "
+                                         r"times; the targets need each label column once$"):
         chexpert_targets(pd.concat([raw, raw[["Atelectasis"]]], axis=1), policy="zeros")
-    with pytest.raises(ValueError, match=r"^chexpert_targets: the columns \['Edema', 'Fracture'\] appear more "
-                                         r"than once; label columns must be unique$"):
+    with pytest.raises(ValueError, match=r"^chexpert_targets: the frame has the label columns \['Edema', "
+                                         r"'Fracture'\] more than once; the targets need each label column once$"):
         chexpert_targets(pd.concat([raw, raw[["Fracture", "Edema", "Edema"]]], axis=1))
 
 
@@ -49,12 +49,12 @@ def test_chexpert_targets_refuses_a_duplicated_derived_column() -> None:
     """A derived column present twice (it would be overwritten twice, leaving two label columns) is refused."""
     frame = _raw_chexpert()
     frame = pd.concat([frame, pd.DataFrame([[0, 0], [1, 1]], columns=["Abnormal", "Abnormal"])], axis=1)
-    with pytest.raises(ValueError, match=r"^chexpert_targets: the column 'Abnormal' appears 2 times; label "
-                                         r"columns must be unique$"):
+    with pytest.raises(ValueError, match=r"^chexpert_targets: the frame has the label column 'Abnormal' 2 "
+                                         r"times; the targets need each label column once$"):
         chexpert_targets(frame)
     uncertain = pd.concat([_raw_chexpert(), pd.DataFrame([[0, 0], [1, 1]], columns=["Uncertain", "Uncertain"])],
                           axis=1)
-    with pytest.raises(ValueError, match=r"^chexpert_targets: the column 'Uncertain' appears 2 times"):
+    with pytest.raises(ValueError, match=r"^chexpert_targets: the frame has the label column 'Uncertain' 2 times"):
         chexpert_targets(uncertain)
     kept = chexpert_targets(uncertain, uncertain_label=False)  # then 'Uncertain' is not a label: left alone
     assert list(kept.columns).count("Uncertain") == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,7 @@ from hierloss._validation import (
     check_pos_weight,
     check_probabilities,
     check_target,
+    check_unique_columns,
     pos_weight_constant,
     target_is_clean,
     values_readable,
@@ -219,3 +221,12 @@ def test_value_checks_skip_tensors_batched_by_vmap() -> None:
         torch.func.vmap(lambda row: (check_target(torch.full((1, 2), 5.0)), row.sum())[1])(torch.ones(4, 3))
     torch.func.grad(lambda z: (seen.append(values_readable(z)), z.sum())[1])(torch.ones(3))
     assert seen[-1]  # grad alone wraps, but values stay readable
+
+
+def test_check_unique_columns_names_the_repeated_label_columns_only() -> None:
+    """Repeated label columns are named with their count; repeated non-label columns are left alone."""
+    check_unique_columns(pd.Index(["a", "b", "id", "id"]), ["a", "b"], "frame", "x needs")
+    with pytest.raises(ValueError, match=r"^frame has the label column 'b' 3 times; x needs each label column once$"):
+        check_unique_columns(pd.Index(["a", "b", "b", "b"]), ["a", "b"], "frame", "x needs")
+    with pytest.raises(ValueError, match=r"^frame has the label columns \['a', 'b'\] more than once; x needs each "):
+        check_unique_columns(pd.Index(["b", "a", "b", "a"]), ["a", "b"], "frame", "x needs")

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_pos_weight", "check_pair", "check_pos_weight", "check_probabilities", "check_target", "check_width",
-           "pos_weight_constant", "target_is_clean", "validating", "values_readable"]
+__all__ = ["as_pos_weight", "check_pair", "check_pos_weight", "check_probabilities", "check_target",
+           "check_unique_columns", "check_width", "pos_weight_constant", "target_is_clean", "validating",
+           "values_readable"]
 
 
 def check_width(input: Tensor, num_labels: int | None = None, *, matrix: bool = True, name: str = "input") -> None:
@@ -217,3 +218,16 @@ def check_pos_weight(pos_weight: Tensor, labels: Sequence[str] | None = None) ->
     value = float(values.reshape(-1)[col])
     where = f"label {labels[col]!r}" if labels is not None and col < len(labels) else f"entry {col}"
     raise ValueError(f"`pos_weight` must be finite and >= 0, but {where} is {value!r}")
+
+
+def check_unique_columns(columns: Any, labels: Sequence[str], what: str, needs: str) -> None:
+    """Raise ``ValueError`` naming the ``labels`` that ``columns`` (a pandas ``Index``) holds more than once: selecting
+    a repeated column by name returns every copy, which would shift the columns after it. Other columns may repeat.
+    ``what`` names the frame (``"DataFrame"``), ``needs`` who needs each label once (``"propagate"``)."""
+    counts = columns.value_counts()
+    repeated = [label for label in labels if counts.get(label, 0) > 1]
+    if len(repeated) == 1:
+        raise ValueError(f"{what} has the label column {repeated[0]!r} {counts[repeated[0]]} times; {needs} each "
+                         "label column once")
+    if repeated:
+        raise ValueError(f"{what} has the label columns {repeated!r} more than once; {needs} each label column once")

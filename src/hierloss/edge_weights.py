@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hierloss._validation import check_unique_columns
 from hierloss.hierarchy import Hierarchy
 
 if TYPE_CHECKING:
@@ -227,19 +228,8 @@ def _columns_of(chunk: Any, hierarchy: Hierarchy) -> Tensor:
 
 
 def _refuse_repeated_columns(frame: pd.DataFrame, hierarchy: Hierarchy) -> None:
-    """Raise ``ValueError`` naming the label columns that ``frame`` holds more than once (other columns may repeat).
-
-    Selecting a repeated label by name returns every copy, which would shift the columns after it (or be refused
-    only by a shape check that names no column).
-    """
-    counts = frame.columns.value_counts()
-    repeated = [lab for lab in hierarchy.labels if counts.get(lab, 0) > 1]
-    if len(repeated) == 1:
-        raise ValueError(f"label DataFrame has the label column {repeated[0]!r} {counts[repeated[0]]} times; edge "
-                         "weights need each label column once")
-    if repeated:
-        raise ValueError(f"label DataFrame has the label columns {repeated!r} more than once; edge weights need each "
-                         "label column once")
+    """Refuse a label column that ``frame`` holds more than once, naming it (other columns may repeat)."""
+    check_unique_columns(frame.columns, hierarchy.labels, "label DataFrame", "edge weights need")
 
 
 def _is_number(value: object) -> bool:

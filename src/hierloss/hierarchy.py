@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hierloss._validation import check_unique_columns
 from hierloss.propagation import LevelPlan, closure_max
 
 if TYPE_CHECKING:
@@ -546,14 +547,7 @@ class Hierarchy:
             missing = [lab for lab in self._labels if lab not in labels.columns]
             if missing:
                 raise ValueError(f"DataFrame is missing hierarchy label columns: {missing!r}")
-            counts = labels.columns.value_counts()  # a repeated label would be selected twice and shift the rest
-            repeated = [lab for lab in self._labels if counts[lab] > 1]
-            if len(repeated) == 1:
-                raise ValueError(f"DataFrame has the label column {repeated[0]!r} {counts[repeated[0]]} times; "
-                                 "propagate needs each label column once")
-            if repeated:
-                raise ValueError(f"DataFrame has the label columns {repeated!r} more than once; propagate needs each "
-                                 "label column once")
+            check_unique_columns(labels.columns, self._labels, "DataFrame", "propagate needs")
             frame = labels.loc[:, list(self._labels)]
             values = self.propagate(self._frame_values(frame))
             out = labels.copy()

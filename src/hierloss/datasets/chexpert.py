@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from hierloss._validation import check_unique_columns
 from hierloss.hierarchy import Hierarchy
 
 if TYPE_CHECKING:
@@ -188,18 +189,8 @@ def chexpert_targets(frame: pd.DataFrame, policy: UncertaintyPolicy | None = Non
 
 
 def _refuse_duplicates(frame: pd.DataFrame, labels: list[str]) -> None:
-    """Raise ``ValueError`` naming the label columns that ``frame`` holds more than once.
-
-    Selecting a duplicated column by name returns every copy, which would shift the columns after it.
-    """
-    counts = frame.columns.value_counts()
-    repeated = [name for name in labels if counts.get(name, 0) > 1]
-    if len(repeated) == 1:
-        raise ValueError(f"chexpert_targets: the column {repeated[0]!r} appears {counts[repeated[0]]} times; label "
-                         "columns must be unique")
-    if repeated:
-        raise ValueError(f"chexpert_targets: the columns {repeated!r} appear more than once; label columns must be "
-                         "unique")
+    """Refuse a label column that ``frame`` holds more than once, naming it (other columns may repeat)."""
+    check_unique_columns(frame.columns, labels, "chexpert_targets: the frame", "the targets need")
 
 
 def _observations(frame: pd.DataFrame, policy: str | None) -> np.ndarray:

@@ -38,28 +38,5 @@ hands a gradient that must itself be differentiated to a plain-PyTorch reference
 unrolled levels), and under ``torch.export`` (ONNX) inference they are traced as plain gathers and reductions.
 """
 
-from hierloss.propagation._api import (
-    chain_rule_bce,
-    chain_rule_log,
-    chain_rule_marginals,
-    closure_max,
-    closure_min,
-    constrained_logits,
-    max_over_descendants,
-    min_over_ancestors,
-)
-from hierloss.propagation._plan import HierarchyLike, LevelPlan, PlanKind
-
-__all__ = [
-    "HierarchyLike",
-    "LevelPlan",
-    "PlanKind",
-    "chain_rule_bce",
-    "chain_rule_log",
-    "chain_rule_marginals",
-    "closure_max",
-    "closure_min",
-    "constrained_logits",
-    "max_over_descendants",
-    "min_over_ancestors",
-]
+from hierloss.propagation._api import *  # noqa: F403
+from hierloss.propagation._api import __all__ as __all__  # the public list is declared once, in _api

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from hierloss import Hierarchy, HierarchyPenalty, MultiLabelSoftmaxLoss
 from hierloss.functional import multilabel_softmax_loss
-from hierloss.losses import _elementwise as elementwise
 from hierloss.losses._elementwise import fused_loss, multilabel_softmax_kernel
 from hierloss.losses.multilabel_softmax import _reference_terms
 
@@ -160,20 +159,6 @@ def test_fused_kernel_extreme_logits_take_the_shifted_path() -> None:
     fused, _, g_fused, g_ref = fused_and_reference(x, y, None, None)
     torch.testing.assert_close(fused, naive_msml(x, y), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g_fused, g_ref, rtol=1e-8, atol=1e-12)
-
-
-def test_blocks_of_rows(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Swept in blocks of a few rows, the loss and its gradient equal those of one block."""
-    torch.manual_seed(13)
-    logits = (3 * torch.randn(37, 29)).requires_grad_()
-    y = torch.randint(0, 2, (37, 29)).float()
-    whole = multilabel_softmax_loss(logits, y)
-    (g_whole,) = torch.autograd.grad(whole, logits)
-    monkeypatch.setattr(elementwise, "BLOCK_BYTES", 4 * 100)  # 3 rows per block
-    blocks = multilabel_softmax_loss(logits, y)
-    (g_blocks,) = torch.autograd.grad(blocks, logits)
-    torch.testing.assert_close(blocks, whole, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(g_blocks, g_whole, rtol=1e-6, atol=1e-9)
 
 
 def test_double_backward() -> None:

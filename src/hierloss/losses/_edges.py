@@ -122,11 +122,24 @@ class EdgeModule(HierarchyModule):
     _arguments: dict[str, Any]
     _settings: PenaltySettings
 
-    def __init__(self, hierarchy: Hierarchy, edge_weight: Any, closure: bool) -> None:
+    # hyper-parameters: assigning one (``loss.scale = 0.3``) checks it and takes effect on the next call
+    mode = Setting()
+    scale = Setting()
+    threshold = Setting()
+    temperature = Setting()
+    edge_reduction = Setting()
+    reduction = Setting()
+    from_logits = Setting()
+    validate_args = Setting()
+
+    def __init__(self, hierarchy: Hierarchy, edge_weight: Any, closure: bool, arguments: dict[str, Any]) -> None:
+        """``arguments``: the keyword arguments of :func:`resolve_settings`, checked before anything is built."""
+        resolve_settings(**arguments)
         edge_index, weight = resolve_edges(hierarchy, edge_weight, closure)
         super().__init__(hierarchy, edge_index)
         self.closure = closure
         self.register_buffer("edge_weight", weight)
+        self._set_arguments(arguments)
 
     def _set_arguments(self, arguments: dict[str, Any]) -> None:
         """Resolve the keyword arguments of :func:`resolve_settings` into the frozen settings (raising, and keeping

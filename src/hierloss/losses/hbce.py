@@ -203,16 +203,7 @@ class HBCELoss(EdgeModule):
     _bag_offsets: Tensor
     _edge_index_flat: Tensor
 
-    # hyper-parameters: assigning one (``loss.scale = 0.3``) checks it and takes effect on the next call
-    mode = Setting()
-    scale = Setting()
-    threshold = Setting()
-    temperature = Setting()
-    edge_reduction = Setting()
-    reduction = Setting()
-    from_logits = Setting()
-    validate_args = Setting()
-    ignore_index = Setting()
+    ignore_index = Setting()  # with the hyper-parameters of EdgeModule (``loss.scale = 0.3`` checks at once)
 
     def __init__(
         self,
@@ -234,11 +225,8 @@ class HBCELoss(EdgeModule):
                                          edge_reduction=edge_reduction, reduction=reduction,
                                          from_logits=from_logits, validate_args=validate_args,
                                          ignore_index=ignore_index)
-        resolve_settings(**arguments)  # every hyper-parameter checked before anything is built
-        pos_weight = pos_weight_constant(pos_weight, hierarchy.labels)
-        super().__init__(hierarchy, edge_weight, closure)
-        self._set_arguments(arguments)
-        self.register_buffer("pos_weight", pos_weight)
+        super().__init__(hierarchy, edge_weight, closure, arguments)
+        self.register_buffer("pos_weight", pos_weight_constant(pos_weight, hierarchy.labels))
         # The fused kernel's edge plan, derived from edge_index (not in the state dict)
         plan = _hbce_backend.edge_plan(self.edge_index, hierarchy.num_labels)
         self.register_buffer("_incidence", plan.incidence, persistent=False)

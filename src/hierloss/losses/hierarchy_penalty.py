@@ -19,7 +19,7 @@ from hierloss._penalty_forms import (
 from hierloss._reduction import reduce_loss
 from hierloss._validation import check_probabilities, check_width, validating
 from hierloss.hierarchy import Hierarchy
-from hierloss.losses._edges import EdgeModule, Setting, resolve_edges
+from hierloss.losses._edges import EdgeModule, resolve_edges
 from hierloss.losses._prelude import prelude
 
 __all__ = ["HierarchyPenalty", "hierarchy_penalty"]
@@ -159,16 +159,6 @@ class HierarchyPenalty(EdgeModule):
         >>> loss.backward()
     """
 
-    # hyper-parameters: assigning one (``penalty.scale = 0.3``) checks it and takes effect on the next call
-    mode = Setting()
-    scale = Setting()
-    threshold = Setting()
-    temperature = Setting()
-    edge_reduction = Setting()
-    reduction = Setting()
-    from_logits = Setting()
-    validate_args = Setting()
-
     def __init__(
         self,
         hierarchy: Hierarchy,
@@ -186,9 +176,7 @@ class HierarchyPenalty(EdgeModule):
         arguments: dict[str, Any] = dict(mode=mode, scale=scale, threshold=threshold, temperature=temperature,
                                          edge_reduction=edge_reduction, reduction=reduction,
                                          from_logits=from_logits, validate_args=validate_args)
-        resolve_settings(**arguments)  # every hyper-parameter checked before anything is built
-        super().__init__(hierarchy, edge_weight, closure)
-        self._set_arguments(arguments)
+        super().__init__(hierarchy, edge_weight, closure, arguments)
 
     def forward(self, input: Tensor) -> Tensor:
         """Penalty of ``input`` (``(N, C)`` logits or probabilities)."""

@@ -14,8 +14,9 @@ from torch import nn
 from hierloss import AsymmetricLoss, Hierarchy, HierarchyPenalty
 from hierloss.functional import asymmetric_loss
 from hierloss.losses import _elementwise as elementwise
-from hierloss.losses._elementwise import asymmetric_kernel, fused_loss
+from hierloss.losses._elementwise import asymmetric_kernel
 from hierloss.losses.asymmetric import _reference_terms
+from tests.losses._fused import fused_and_reference_of
 
 
 class OriginalAsymmetricLoss(nn.Module):
@@ -216,12 +217,7 @@ def fused_and_reference(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | 
     """Element-wise terms and the gradient of their sum, by the fused kernel and by autograd on the reference."""
     kernel = functools.partial(asymmetric_kernel, zero_one=zero_one, **settings)  # type: ignore[arg-type]
     reference = functools.partial(_reference_terms, y=y, valid=valid, **settings)  # type: ignore[arg-type]
-    xf, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
-    fused = fused_loss(kernel, reference, xf, y, valid, per_sample=False, reduction="none", host=host)
-    ref = reference(xr)
-    (g_fused,) = torch.autograd.grad(fused.sum(), xf)
-    (g_ref,) = torch.autograd.grad(ref.sum(), xr)
-    return fused.detach(), ref.detach(), g_fused, g_ref
+    return fused_and_reference_of(kernel, reference, x, y, valid, per_sample=False, host=host)
 
 
 FUSED_SETTINGS = [dict(gamma_neg=g, gamma_pos=p, clip=c, eps=e, detach_focusing_weight=d)

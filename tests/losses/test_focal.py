@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from hierloss import FocalLoss, Hierarchy, HierarchyPenalty
 from hierloss.functional import focal_loss
-from hierloss.losses._elementwise import focal_kernel, fused_loss
+from hierloss.losses._elementwise import focal_kernel
 from hierloss.losses.focal import _reference_terms
+from tests.losses._fused import fused_and_reference_of
 
 
 def naive_focal(logits: torch.Tensor, target: torch.Tensor, alpha: float | None, gamma: float) -> torch.Tensor:
@@ -138,12 +139,7 @@ def fused_and_reference(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | 
     """Element-wise terms and the gradient of their sum, by the fused kernel and by autograd on the reference."""
     kernel = functools.partial(focal_kernel, alpha=alpha, gamma=gamma)
     reference = functools.partial(_reference_terms, y=y, valid=valid, alpha=alpha, gamma=gamma)
-    xf, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
-    fused = fused_loss(kernel, reference, xf, y, valid, per_sample=False, reduction="none", host=host)
-    ref = reference(xr)
-    (g_fused,) = torch.autograd.grad(fused.sum(), xf)
-    (g_ref,) = torch.autograd.grad(ref.sum(), xr)
-    return fused.detach(), ref.detach(), g_fused, g_ref
+    return fused_and_reference_of(kernel, reference, x, y, valid, per_sample=False, host=host)
 
 
 @pytest.mark.parametrize(("alpha", "gamma"), [(0.25, 2.0), (None, 2.0), (0.5, 0.5), (0.9, 0.0), (None, 3.0),

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from hierloss import Hierarchy, HierarchyPenalty, MultiLabelSoftmaxLoss
 from hierloss.functional import multilabel_softmax_loss
-from hierloss.losses._elementwise import fused_loss, multilabel_softmax_kernel
+from hierloss.losses._elementwise import multilabel_softmax_kernel
 from hierloss.losses.multilabel_softmax import _reference_terms
+from tests.losses._fused import fused_and_reference_of
 
 
 def naive_msml(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -128,12 +129,7 @@ def fused_and_reference(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | 
     """Per-sample terms and the gradient of their sum, by the fused kernel and by autograd on the reference."""
     kernel = functools.partial(multilabel_softmax_kernel, zero_one=valid is None, shift=shift)
     reference = functools.partial(_reference_terms, y=y, valid=valid)
-    xf, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
-    fused = fused_loss(kernel, reference, xf, y, valid, per_sample=True, reduction="none", host=host)
-    ref = reference(xr)
-    (g_fused,) = torch.autograd.grad(fused.sum(), xf)
-    (g_ref,) = torch.autograd.grad(ref.sum(), xr)
-    return fused.detach(), ref.detach(), g_fused, g_ref
+    return fused_and_reference_of(kernel, reference, x, y, valid, per_sample=True, host=host)
 
 
 @pytest.mark.parametrize("masked", [False, True])

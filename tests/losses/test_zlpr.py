@@ -11,8 +11,9 @@ import torch
 
 from hierloss import Hierarchy, HierarchyPenalty, ZLPRLoss
 from hierloss.functional import zlpr_loss
-from hierloss.losses._elementwise import fused_loss, zlpr_kernel
+from hierloss.losses._elementwise import zlpr_kernel
 from hierloss.losses.zlpr import _reference_terms, log1p_sum_exp
+from tests.losses._fused import fused_and_reference_of
 
 
 def naive_zlpr(logits: torch.Tensor, target: torch.Tensor, temperature: float,
@@ -142,12 +143,7 @@ def fused_and_reference(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | 
     """Per-sample terms and the gradient of their sum, by the fused kernel and by autograd on the reference."""
     kernel = functools.partial(zlpr_kernel, temperature=temperature, zero_one=valid is None, shift=shift)
     reference = functools.partial(_reference_terms, y=y, valid=valid, temperature=temperature)
-    xf, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
-    fused = fused_loss(kernel, reference, xf, y, valid, per_sample=True, reduction="none", host=host)
-    ref = reference(xr)
-    (g_fused,) = torch.autograd.grad(fused.sum(), xf)
-    (g_ref,) = torch.autograd.grad(ref.sum(), xr)
-    return fused.detach(), ref.detach(), g_fused, g_ref
+    return fused_and_reference_of(kernel, reference, x, y, valid, per_sample=True, host=host)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])

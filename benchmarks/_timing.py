@@ -101,6 +101,10 @@ def machine(device: str, threads: int) -> dict[str, Any]:
         "python": platform.python_version(), "device": device, "load_average_start": os.getloadavg(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
+    # the allocator's settings change CPU times (how often large temporaries page-fault): record any that are set
+    allocator = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"}
+    if allocator:
+        info["allocator_env"] = allocator
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda

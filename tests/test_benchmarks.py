@@ -118,6 +118,21 @@ def test_timed_losses_are_the_recipes_criteria_plus_two_layers() -> None:
     assert "recipe 'conditional-ft', stage 1" in bench_losses.LOSSES["ChainRuleBCELoss"][0]
 
 
+def test_profile_attributes_the_walk_and_restores_the_engine() -> None:
+    """profile_propagation splits one operation's self time into shares that sum to 1, the walk among them, and
+    leaves the engine's functions unpatched afterwards."""
+    import hierloss.propagation._kernels as K
+    import profile_propagation
+
+    before = K.walk_with_arg
+    h = synthetic_dag(30, 40, depth=4, roots=2)
+    x, y = bench_losses.inputs(h, 8, "cpu", "fp32")
+    shares = profile_propagation.profile_shares(lambda z: hierloss.MCLoss(h)(z, y.detach()), x, steps=2)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["walk_with_arg"] > 0 and shares["constrained_forward"] > 0
+    assert K.walk_with_arg is before
+
+
 def test_missing_loss_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
     """A listed loss that hierloss does not export raises MissingLossError naming it."""
     monkeypatch.setitem(bench_losses.LOSSES, "NoSuchLoss", ("", lambda h: (bench_losses._cls("NoSuchLoss")(), [])))

@@ -217,20 +217,45 @@ def test_per_sample_gradients_with_vmap() -> None:
         torch.testing.assert_close(batched, loop_autograd)
 
 
-@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+@pytest.mark.parametrize("backend", ["eager", "aot_eager", "inductor"])
 def test_compile_fullgraph(backend: str) -> None:
-    """All three operations compile with fullgraph=True; values and gradients equal eager."""
+    """All three operations compile with fullgraph=True; values, gradients (contiguous) and the values without a
+    gradient equal eager."""
     up, down, par = (LevelPlan.build(DAG, k) for k in ("descendants", "ancestors", "parents"))  # type: ignore[arg-type]
+    weights = torch.rand(3, 4, DAG.num_labels)
 
     def f(v: Tensor) -> Tensor:
         log_p, log_q = chain_rule_log(v, par)
-        return (closure_max(v, up).sum() + closure_min(v, down).sum() + log_p.sum() + log_q.sum()
-                + constrained_logits(v, v > 0, up).sum())
+        return ((closure_max(v, up) * weights[0]).sum() + (closure_min(v, down) * weights[1]).sum() + log_p.sum()
+                + log_q.sum() + (constrained_logits(v, v > 0, up) * weights[2]).sum())
 
+    def values(v: Tensor) -> tuple[Tensor, ...]:
+        return closure_max(v, up), closure_min(v, down), chain_rule_marginals(v, par)
+
+    torch._dynamo.reset()
     x = torch.randn(4, DAG.num_labels, requires_grad=True)
     compiled = torch.compile(f, fullgraph=True, backend=backend)
     torch.testing.assert_close(compiled(x), f(x))
-    torch.testing.assert_close(torch.autograd.grad(compiled(x), x)[0], torch.autograd.grad(f(x), x)[0])
+    grad = torch.autograd.grad(compiled(x), x)[0]
+    torch.testing.assert_close(grad, torch.autograd.grad(f(x), x)[0])
+    assert grad.is_contiguous()
+    with torch.no_grad():
+        for got, want in zip(torch.compile(values, fullgraph=True, backend=backend)(x), values(x), strict=True):
+            torch.testing.assert_close(got, want)
+            assert got.is_contiguous()
+
+
+def test_max_and_min_operators_pass_opcheck() -> None:
+    """torch.library.opcheck (schema, fake tensors, autograd registration, AOT dispatch) passes for the compiled
+    max and min, which take their rows labels-major, ``(C, M)``."""
+    import hierloss.propagation._compiled as compiled
+
+    for kind, largest in (("descendants", True), ("ancestors", False)):
+        plan = LevelPlan.build(DAG, kind)  # type: ignore[arg-type]
+        groups = [k for k, _ in plan.groups], [w for _, w in plan.groups]
+        xt = torch.randn(DAG.num_labels, 5, requires_grad=True)
+        torch.library.opcheck(compiled.extremum, (xt, plan.nodes, plan.neighbours, *groups, largest))
+        torch.library.opcheck(compiled.extremum_values, (xt.detach(), plan.nodes, plan.neighbours, *groups, largest))
 
 
 def test_no_host_read_in_forward_or_backward() -> None:

@@ -8,11 +8,13 @@ the valid elements for an element-wise loss with masked targets. ``docs/losses.m
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+import torch
 from torch import Tensor
 
-__all__ = ["REDUCTIONS", "Reduction", "check_reduction", "reduce_loss"]
+__all__ = ["REDUCTIONS", "Reduction", "check_reduction", "reduce_loss", "reduce_valid", "reduce_valid_backward"]
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
@@ -40,3 +42,22 @@ def reduce_loss(loss: Tensor, reduction: str, valid: Tensor | None = None) -> Te
     if valid is None:
         return loss.mean()
     return loss.sum() / valid.sum().clamp_min(1)
+
+
+def reduce_valid(loss: Tensor, reduction: str, valid: Tensor | None) -> Tensor:
+    """:func:`reduce_loss` of per-element ``(N, C)`` terms after setting to 0 those where ``valid`` is False
+    (``valid=None``: every term counts)."""
+    if valid is not None:
+        loss = torch.where(valid, loss, 0.0)
+    return reduce_loss(loss, reduction, valid)
+
+
+def reduce_valid_backward(grad: Tensor, shape: tuple[int, ...], reduction: str, valid: Tensor | None) -> Tensor:
+    """The gradient of each term of :func:`reduce_valid`'s ``(N, C)`` ``loss`` given ``grad``, the gradient of its
+    result (for the written backwards of fused losses): ``grad`` itself (``'none'``), ``grad`` on every term
+    (``'sum'``) or divided by their number (``'mean'``); 0 where ``valid`` is False."""
+    if reduction != "none":
+        if reduction == "mean":
+            grad = grad / (math.prod(shape) if valid is None else valid.sum().clamp_min(1))
+        grad = grad.expand(shape)
+    return grad if valid is None else torch.where(valid, grad, 0.0)

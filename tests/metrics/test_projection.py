@@ -80,6 +80,24 @@ def test_tensor_keeps_gradient_dtype_and_1d() -> None:
     torch.testing.assert_close(torch.sigmoid(coherent(logits, h)), coherent(torch.sigmoid(logits), h))
 
 
+@pytest.mark.parametrize("backend", ["inductor", "aot_eager"])
+def test_compiled_equals_eager(backend: str) -> None:
+    """Under torch.compile(fullgraph=True) and no grad, both methods give eager's scores, contiguous, for (N, C) and
+    (C,) inputs."""
+    # a hierarchy equal to no other of the test session, whose plans the eager calls build outside the compiled region
+    h = Hierarchy.from_dict({"r": ["s", "t"], "s": ["u"], "t": ["u", "v"], "w": []})
+    for shape in ((7, h.num_labels), (h.num_labels,)):
+        x = torch.rand(shape)
+        for method in ("max", "min"):
+            want = coherent(x, h, method=method)
+            torch._dynamo.reset()
+            compiled = torch.compile(lambda p, m=method: coherent(p, h, method=m), fullgraph=True, backend=backend)
+            with torch.no_grad():
+                got = compiled(x)
+            torch.testing.assert_close(got, want)
+            assert got.is_contiguous()
+
+
 def test_real_go_hierarchy_equals_dense(shared_data: Path) -> None:
     """On the cellcycle_GO DAG (4,125 labels, 5,824 edges) both methods equal the dense form, row by row."""
     from hierloss.datasets import load_hmc_arff

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hierloss._custom_ops import compiled
 from hierloss._hierarchy_module import HierarchyModule
 from hierloss._masking import target_mask
-from hierloss._reduction import check_reduction, reduce_loss
+from hierloss._reduction import check_reduction, reduce_loss, reduce_valid
 from hierloss._validation import (
     as_pos_weight,
     check_pos_weight,
@@ -243,12 +244,13 @@ def _chain_rule_bce_loss(input: Tensor, target: Tensor, plan: LevelPlan, reducti
     """:func:`chain_rule_bce_loss` on a downward plan (:class:`ChainRuleBCELoss` passes its buffers)."""
     with prelude(input, target, reduction) as x:
         _check_values(input, target, pos_weight, ignore_index, validate_args, labels)
+        pw = None if pos_weight is None else pos_weight.to(x.dtype)
+        if compiled():  # under torch.compile: this code as one operator (hierloss.losses._compiled)
+            import hierloss.losses._compiled as _compiled
+
+            return _compiled.chain_rule_bce_loss(x, target, plan, reduction, pw, ignore_index)
         clean, valid = target_mask(target, ignore_index)
-        y = clean.to(x.dtype)
-        loss = chain_rule_bce(x, y, plan, None if pos_weight is None else pos_weight.to(x.dtype))
-        if valid is not None:
-            loss = torch.where(valid, loss, 0.0)
-        return reduce_loss(loss, reduction, valid)
+        return reduce_valid(chain_rule_bce(x, clean.to(x.dtype), plan, pw), reduction, valid)
 
 
 class ChainRuleBCELoss(HierarchyModule):

@@ -16,13 +16,13 @@ backward; both propagations run in one walk.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hierloss._custom_ops import compiled
 from hierloss._hierarchy_module import HierarchyModule
 from hierloss._masking import target_mask
-from hierloss._reduction import check_reduction, reduce_loss
+from hierloss._reduction import check_reduction, reduce_valid
 from hierloss._validation import check_target, validating, values_readable
 from hierloss.hierarchy import Hierarchy, check_hierarchy
 from hierloss.losses._prelude import prelude
@@ -81,15 +81,15 @@ def _mc_loss(input: Tensor, target: Tensor, plan: LevelPlan, reduction: str, ign
     with prelude(input, target, reduction) as z:
         if validating(validate_args) and values_readable(target):  # a target batched by vmap cannot be read back
             check_target(target, ignore_index, labels)
+        if compiled():  # under torch.compile: this code as one operator (hierloss.losses._compiled)
+            import hierloss.losses._compiled as _compiled
+
+            return _compiled.mc_loss(z, target, plan, reduction, ignore_index)
         clean, valid = target_mask(target, ignore_index)
         y = clean.to(z.dtype)
-        positive = y > 0.5
         # where(y, MCM(where(y, z, −inf)), MCM(z)): one walk of the engine for both, one scatter in the backward
-        logits = constrained_logits(z, positive, plan)
-        loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
-        if valid is not None:
-            loss = torch.where(valid, loss, 0.0)
-        return reduce_loss(loss, reduction, valid)
+        logits = constrained_logits(z, y > 0.5, plan)
+        return reduce_valid(F.binary_cross_entropy_with_logits(logits, y, reduction="none"), reduction, valid)
 
 
 class MCLoss(HierarchyModule):

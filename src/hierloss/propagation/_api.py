@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import hierloss.propagation._kernels as K
+from hierloss._custom_ops import compiled
 from hierloss._validation import check_width
 from hierloss.propagation._plan import HierarchyLike, LevelPlan, PlanKind
 
@@ -35,10 +36,10 @@ def _route(needs_grad: bool) -> Literal["eager", "compiled", "values", "compiled
     forward alone: traced as plain operations under ``torch.export``, as one custom operator under
     ``torch.compile`` and eagerly otherwise, when nothing needs a gradient."""
     wanted = needs_grad and torch.is_grad_enabled()
-    if torch.compiler.is_compiling():
-        if torch.compiler.is_exporting():
-            return "values"
+    if compiled():
         return "compiled" if wanted else "compiled values"
+    if torch.compiler.is_compiling():  # torch.export
+        return "values"
     return "eager" if wanted else "values"
 
 
@@ -66,14 +67,15 @@ def _extremum(input: Tensor, plan: LevelPlan, largest: bool) -> Tensor:
         from hierloss.propagation._autograd import Extremum
 
         out, _ = Extremum.apply(rows, plan.nodes, plan.neighbours, plan.groups, largest)  # type: ignore[no-untyped-call]
-    elif route == "compiled":
+    elif route == "compiled":  # the operators take the rows labels-major, transposed by the compiled graph
         import hierloss.propagation._compiled as _compiled
 
-        out, _ = _compiled.extremum(rows, plan.nodes, plan.neighbours, *_ks_widths(plan), largest)
+        out, _ = _compiled.extremum(rows.t().contiguous(), plan.nodes, plan.neighbours, *_ks_widths(plan), largest)
     elif route == "compiled values":
         import hierloss.propagation._compiled as _compiled
 
-        out = _compiled.extremum_values(rows, plan.nodes, plan.neighbours, *_ks_widths(plan), largest)
+        out = _compiled.extremum_values(rows.t().contiguous(), plan.nodes, plan.neighbours, *_ks_widths(plan),
+                                        largest).t().contiguous()
     else:
         out = K.extremum_values(rows, plan, largest)
     return typing.cast(Tensor, out).view(input.shape)

@@ -3,8 +3,9 @@
 A compiler that traced the walks would unroll every group of every level into its graph (minutes of compilation
 at Gene Ontology size) and, on the CPU, run them slower than eager. As custom operators they stay opaque: the
 compiled graph calls the same kernels as eager mode, with their written backwards, and no graph break. They hold
-the same code as the autograd Functions (:mod:`hierloss.propagation._kernels`); forward mode and vmap are the
-eager Functions' (a compiled graph differentiates in reverse mode).
+the same code as the autograd Functions (:mod:`hierloss.propagation._kernels`), run below autograd
+(:func:`~hierloss._custom_ops.kernel_dispatch`); forward mode and vmap are the eager Functions' (a compiled graph
+differentiates in reverse mode). The max and the min leave the transpose of their input to the compiled graph.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 import hierloss.propagation._kernels as K
+from hierloss._custom_ops import kernel_dispatch
 from hierloss.propagation._plan import LevelPlan
 
 __all__ = ["chain_rule", "chain_rule_bce", "constrained_logits", "extremum", "extremum_values"]
@@ -25,39 +27,25 @@ def _plan(nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int], n
 
 
 # ------------------------------------------------------------------------------------------------- max and min
+# Both take their rows labels-major, ``(C, M)``, transposed by the compiled graph: Inductor's transposes run several
+# times faster than ATen's, which the eager Functions pay inside the kernels.
 @torch.library.custom_op("hierloss::extremum", mutates_args=())
-def extremum(x: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int],
+def extremum(xt: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int],
              largest: bool) -> tuple[Tensor, Tensor]:
-    return K.extremum_forward(x, _plan(nodes, neighbours, ks, widths, x.shape[1]), largest)
+    """``(C, M)`` → (the max (min) over each label's closure, its int64 arg), both ``(M, C)`` like the eager
+    Function's: Inductor would fuse a transposed output into what follows it, and a loss's backward fused through a
+    transposed read runs several times slower than this transpose."""
+    with kernel_dispatch():
+        out = xt.clone(memory_format=torch.contiguous_format)
+        arg = K.walk_with_arg(out, _plan(nodes, neighbours, ks, widths, xt.shape[0]), largest)
+        return out.t().contiguous(), K.rows_long(arg)
 
 
 @extremum.register_fake
-def _(x: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int],
+def _(xt: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int],
       largest: bool) -> tuple[Tensor, Tensor]:
-    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(x.shape, dtype=torch.long)
-
-
-@torch.library.custom_op("hierloss::extremum_values", mutates_args=())
-def extremum_values(x: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int],
-                    largest: bool) -> Tensor:
-    return K.extremum_values(x, _plan(nodes, neighbours, ks, widths, x.shape[1]), largest)
-
-
-@extremum_values.register_fake
-def _(x: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int], largest: bool) -> Tensor:
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
-
-
-@torch.library.custom_op("hierloss::constrained_logits", mutates_args=())
-def constrained_logits(z: Tensor, positive: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int],
-                       widths: list[int]) -> tuple[Tensor, Tensor]:
-    return K.constrained_forward(z, positive, _plan(nodes, neighbours, ks, widths, z.shape[1]))
-
-
-@constrained_logits.register_fake
-def _(z: Tensor, positive: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int],
-      widths: list[int]) -> tuple[Tensor, Tensor]:
-    return torch.empty_like(z, memory_format=torch.contiguous_format), z.new_empty(z.shape, dtype=torch.long)
+    c, m = xt.shape
+    return xt.new_empty((m, c)), xt.new_empty((m, c), dtype=torch.long)
 
 
 def _save_arg(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
@@ -66,10 +54,46 @@ def _save_arg(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) 
 
 def _scatter_back(ctx: Any, grad_out: Tensor, grad_arg: Tensor | None) -> tuple[Tensor | None, ...]:
     (arg,) = ctx.saved_tensors
-    return K.scatter_to_arg(arg, grad_out), None, None, None, None, None  # both operators take six inputs
+    return K.scatter_to_arg(arg, grad_out), None, None, None, None, None
 
 
-extremum.register_autograd(_scatter_back, setup_context=_save_arg)
+def _extremum_back(ctx: Any, grad_out: Tensor, grad_arg: Tensor | None) -> tuple[Tensor | None, ...]:
+    (arg,) = ctx.saved_tensors
+    return K.scatter_to_arg(arg, grad_out).t(), None, None, None, None, None  # that of the labels-major rows
+
+
+extremum.register_autograd(_extremum_back, setup_context=_save_arg)
+
+
+@torch.library.custom_op("hierloss::extremum_values", mutates_args=())
+def extremum_values(xt: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int],
+                    largest: bool) -> Tensor:
+    """The values of :func:`extremum` only (no arg: nothing to differentiate), labels-major ``(C, M)`` in and
+    out."""
+    with kernel_dispatch():
+        out = xt.clone(memory_format=torch.contiguous_format)
+        K.walk_values(out, _plan(nodes, neighbours, ks, widths, xt.shape[0]), largest)
+        return out
+
+
+@extremum_values.register_fake
+def _(xt: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int], widths: list[int], largest: bool) -> Tensor:
+    return torch.empty_like(xt, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("hierloss::constrained_logits", mutates_args=())
+def constrained_logits(z: Tensor, positive: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int],
+                       widths: list[int]) -> tuple[Tensor, Tensor]:
+    with kernel_dispatch():
+        return K.constrained_forward(z, positive, _plan(nodes, neighbours, ks, widths, z.shape[1]))
+
+
+@constrained_logits.register_fake
+def _(z: Tensor, positive: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int],
+      widths: list[int]) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(z, memory_format=torch.contiguous_format), z.new_empty(z.shape, dtype=torch.long)
+
+
 constrained_logits.register_autograd(_scatter_back, setup_context=_save_arg)
 
 
@@ -77,8 +101,9 @@ constrained_logits.register_autograd(_scatter_back, setup_context=_save_arg)
 @torch.library.custom_op("hierloss::chain_rule", mutates_args=())
 def chain_rule(z: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int],
                widths: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    walk = K.chain_walk(z.t().contiguous(), _plan(nodes, neighbours, ks, widths, z.shape[1]))
-    return walk.log_p.t().contiguous(), walk.log_q.t().contiguous(), walk.parent, walk.w
+    with kernel_dispatch():
+        walk = K.chain_walk(z.t().contiguous(), _plan(nodes, neighbours, ks, widths, z.shape[1]))
+        return walk.log_p.t().contiguous(), walk.log_q.t().contiguous(), walk.parent, walk.w
 
 
 @chain_rule.register_fake
@@ -93,7 +118,8 @@ def _(z: Tensor, nodes: Tensor, neighbours: Tensor, ks: list[int],
 @torch.library.custom_op("hierloss::chain_rule_backward", mutates_args=())
 def chain_rule_backward(z: Tensor, parent: Tensor, w: Tensor, nodes: Tensor, ks: list[int], widths: list[int],
                         grad_p: Tensor | None, grad_q: Tensor | None) -> Tensor:
-    return K.chain_backward(z, parent, w, nodes, tuple(zip(ks, widths)), grad_p, grad_q).contiguous()
+    with kernel_dispatch():
+        return K.chain_backward(z, parent, w, nodes, tuple(zip(ks, widths)), grad_p, grad_q).contiguous()
 
 
 @chain_rule_backward.register_fake
@@ -119,9 +145,10 @@ chain_rule.register_autograd(_chain_back, setup_context=_chain_setup)
 @torch.library.custom_op("hierloss::chain_rule_bce", mutates_args=())
 def chain_rule_bce(z: Tensor, y: Tensor, pos_weight: Tensor | None, nodes: Tensor, neighbours: Tensor,
                    ks: list[int], widths: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    walk = K.chain_walk(z.t().contiguous(), _plan(nodes, neighbours, ks, widths, z.shape[1]))
-    loss = K.chain_bce_terms(walk.log_p, walk.log_q, y.t(), pos_weight).t().contiguous()
-    return loss, walk.parent, walk.w, walk.log_p, walk.log_q
+    with kernel_dispatch():
+        walk = K.chain_walk(z.t().contiguous(), _plan(nodes, neighbours, ks, widths, z.shape[1]))
+        loss = K.chain_bce_terms(walk.log_p, walk.log_q, y.t(), pos_weight).t().contiguous()
+        return loss, walk.parent, walk.w, walk.log_p, walk.log_q
 
 
 @chain_rule_bce.register_fake
@@ -136,10 +163,11 @@ def _(z: Tensor, y: Tensor, pos_weight: Tensor | None, nodes: Tensor, neighbours
 def chain_rule_bce_backward(z: Tensor, y: Tensor, pos_weight: Tensor | None, parent: Tensor, w: Tensor,
                             log_p: Tensor, log_q: Tensor, nodes: Tensor, ks: list[int], widths: list[int],
                             grad: Tensor, need_z: bool, need_y: bool) -> tuple[Tensor, Tensor]:
-    grad_z, grad_y = K.chain_bce_backward(z, y, pos_weight, K.ChainWalk(log_p, log_q, parent, w), nodes,
-                                          tuple(zip(ks, widths)), grad, need_z, need_y)
-    empty = z.new_empty(0)
-    return (empty if grad_z is None else grad_z.contiguous()), (empty if grad_y is None else grad_y.contiguous())
+    with kernel_dispatch():
+        grad_z, grad_y = K.chain_bce_backward(z, y, pos_weight, K.ChainWalk(log_p, log_q, parent, w), nodes,
+                                              tuple(zip(ks, widths)), grad, need_z, need_y)
+        empty = z.new_empty(0)
+        return (empty if grad_z is None else grad_z.contiguous()), (empty if grad_y is None else grad_y.contiguous())
 
 
 @chain_rule_bce_backward.register_fake

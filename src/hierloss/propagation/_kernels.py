@@ -84,23 +84,38 @@ def scatter_to_arg(arg: Tensor, grad_out: Tensor) -> Tensor:
     return grad.scatter_add(1, arg, grad_out)
 
 
+def _both_maxima(zt: Tensor, pos_t: Tensor, plan: LevelPlan) -> tuple[Tensor, Tensor]:
+    """The two maxima of the constrained logits in one walk: ``[MCM(z) | MCM(where(y, z, −inf))]`` ``(C, 2N)`` from
+    labels-major ``zt`` (any strides) and ``pos_t`` (contiguous), with its int32 arg."""
+    c, n = zt.shape
+    xt = torch.empty(c, 2 * n, dtype=zt.dtype, device=zt.device)
+    xt[:, :n].copy_(zt)
+    xt[:, n:].copy_(zt)
+    xt[:, n:].masked_fill_(~pos_t, float("-inf"))
+    return xt, walk_with_arg(xt, plan, True)
+
+
 def constrained_forward(z: Tensor, positive: Tensor, plan: LevelPlan) -> tuple[Tensor, Tensor]:
     """C-HMCNN's constrained logits ``where(y, MCM(where(y, z, −inf)), MCM(z))`` of ``(N, C)`` logits, both maxima in
     one walk over ``(C, 2N)``; returns them with the arg of the selected max ``(N, C)`` int64. Temporaries are freed
     as soon as they are read: the peak is about five times the input."""
     n, c = z.shape
     pos_t = positive.t().contiguous()  # labels-major like the walk: a `where` over mixed layouts is slow
-    xt = torch.empty(c, 2 * n, dtype=z.dtype, device=z.device)
-    xt[:, :n].copy_(z.t())
-    xt[:, n:].copy_(z.t())
-    xt[:, n:].masked_fill_(~pos_t, float("-inf"))
-    arg = walk_with_arg(xt, plan, True)
+    xt, arg = _both_maxima(z.t(), pos_t, plan)
     logits = torch.empty(n, c, dtype=z.dtype, device=z.device)
     torch.where(pos_t, xt[:, n:], xt[:, :n], out=logits.t())
     del xt
     chosen = torch.where(pos_t, arg[:, n:], arg[:, :n])
     del arg
     return logits, rows_long(chosen)
+
+
+def constrained_walk(zt: Tensor, pos_t: Tensor, plan: LevelPlan) -> tuple[Tensor, Tensor]:
+    """:func:`constrained_forward` labels-major: ``(C, N)`` logits and positives (contiguous) → the ``(C, N)``
+    constrained logits and the int32 arg of the selected max, with no transpose."""
+    n = zt.shape[1]
+    xt, arg = _both_maxima(zt, pos_t, plan)
+    return torch.where(pos_t, xt[:, n:], xt[:, :n]), torch.where(pos_t, arg[:, n:], arg[:, :n])
 
 
 def constrained_values(z: Tensor, positive: Tensor, plan: LevelPlan) -> Tensor:

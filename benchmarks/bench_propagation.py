@@ -133,7 +133,8 @@ def ratio_rows(quick: bool, compile: bool) -> list[dict[str, Any]]:
             for name in ops:
                 rows.append({"group": "propagation", "case": case.replace("eager", "compiled vs eager"),
                              "loss": name, "metric": "compiled_over_eager",
-                             "value": times[name + " compiled"] / times[name + " eager"], "goal": "<= 1",
+                             "value": times[name + " compiled"] / times[name + " eager"],
+                             "goal": "" if name == "BCEWithLogitsLoss" else "<= 1",  # BCE: PyTorch's, for scale
                              "note": f"compiled {times[name + ' compiled'] * 1e3:.3g} ms, eager "
                                      f"{times[name + ' eager'] * 1e3:.3g} ms"})
     return rows
@@ -207,7 +208,9 @@ def depth_rows(quick: bool) -> list[dict[str, Any]]:
         reference = peaks["input"] + peaks["BCEWithLogitsLoss"]
         rows.append({"group": "propagation", "case": f"depth: {what}", "loss": "MCLoss",
                      "metric": "peak_over_input_plus_bce", "value": peaks["MCLoss"] / max(reference, 1),
-                     "goal": "<= 4" if not quick else "",
+                     # the goal is the issue's: the 3,000-label chain and the deep DAG; the shorter chains show the
+                     # trend (below about 1 MiB a peak RSS increase counts whole pages and reads high)
+                     "goal": "<= 4" if not quick and (spec["kind"] == "dag" or spec["labels"] >= 3000) else "",
                      "note": f"MCLoss peak {peaks['MCLoss'] / MIB:.1f} MiB; input {peaks['input'] / MIB:.2f} MiB, "
                              f"BCE peak {peaks['BCEWithLogitsLoss'] / MIB:.2f} MiB (peak RSS increase, fresh "
                              "subprocess)"})

@@ -229,3 +229,19 @@ def test_gpu_checks_script_names_its_stages_and_needs_cuda(tmp_path: Path) -> No
     run = subprocess.run(["bash", str(script), "conditional", str(tmp_path)], capture_output=True, text=True, env=env)
     assert run.returncode != 0 and "no CUDA device" in run.stderr
     assert not (tmp_path / "hmc_quality.jsonl").exists()
+
+
+def test_train_time_summary_takes_medians_of_the_scored_outputs() -> None:
+    """hmc_train_time's summary: each recipe's median train_s over the rounds of its scored output only (BCE's
+    'coherent' rows are not counted), the ratio to BCE's median, and the distinct AU(PRC) values."""
+    import hmc_train_time
+
+    def row(loss: str, output: str, train_s: float, auprc: float) -> dict[str, object]:
+        return {"loss": loss, "output": output, "train_s": train_s, "auprc": auprc}
+
+    rows = [row("bce", "raw", t, 0.3) for t in (10.0, 14.0, 12.0)] + [row("bce", "coherent", 99.0, 0.31)]
+    rows += [row("mcloss", "max-constraint", t, 0.32) for t in (13.0, 18.0, 15.0)]
+    got = {s["recipe"]: s for s in hmc_train_time.summary(rows)}
+    assert set(got) == {"bce", "mcloss"}
+    assert got["bce"]["median_train_s"] == 12.0 and got["bce"]["auprc"] == [0.3]
+    assert got["mcloss"]["median_train_s"] == 15.0 and got["mcloss"]["ratio_to_bce"] == 15.0 / 12.0

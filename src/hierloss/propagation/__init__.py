@@ -35,7 +35,9 @@ adding each label's gradient into that parent's.
 hands a gradient that must itself be differentiated to a plain-PyTorch reference along the same parents);
 ``torch.func.jvp`` has written forward-mode rules; ``torch.func.vmap`` runs a batch as extra rows; under
 ``torch.compile`` the walks are custom operators (the compiled graph calls the eager kernels: no graph break, no
-unrolled levels), and under ``torch.export`` (ONNX) inference they are traced as plain gathers and reductions.
+unrolled levels), and :class:`~hierloss.losses.MCLoss` and :class:`~hierloss.losses.ChainRuleBCELoss` one operator
+each, masks, BCE and reduction included, so a compiled step runs no slower than an eager one on the CPU; under
+``torch.export`` (ONNX) inference they are traced as plain gathers and reductions.
 """
 
 from hierloss.propagation._api import *  # noqa: F403

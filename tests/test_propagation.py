@@ -18,6 +18,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from hierloss import Hierarchy
 from hierloss.propagation import (
     LevelPlan,
+    chain_rule_bce,
     chain_rule_log,
     chain_rule_marginals,
     closure_max,
@@ -219,15 +220,19 @@ def test_per_sample_gradients_with_vmap() -> None:
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager", "inductor"])
 def test_compile_fullgraph(backend: str) -> None:
-    """All three operations compile with fullgraph=True; values, gradients (contiguous) and the values without a
-    gradient equal eager."""
+    """Every operation compiles with fullgraph=True, the chain rule's BCE included (which MCLoss's and
+    ChainRuleBCELoss's own operators do not call); values, gradients (contiguous) and the values without a gradient
+    equal eager."""
     up, down, par = (LevelPlan.build(DAG, k) for k in ("descendants", "ancestors", "parents"))  # type: ignore[arg-type]
-    weights = torch.rand(3, 4, DAG.num_labels)
+    weights = torch.rand(4, 4, DAG.num_labels)
+    y = (torch.rand(4, DAG.num_labels) < 0.4).float()
+    pos_weight = torch.linspace(0.5, 2.0, DAG.num_labels)
 
     def f(v: Tensor) -> Tensor:
         log_p, log_q = chain_rule_log(v, par)
         return ((closure_max(v, up) * weights[0]).sum() + (closure_min(v, down) * weights[1]).sum() + log_p.sum()
-                + log_q.sum() + (constrained_logits(v, v > 0, up) * weights[2]).sum())
+                + log_q.sum() + (constrained_logits(v, v > 0, up) * weights[2]).sum()
+                + (chain_rule_bce(v, y, par, pos_weight) * weights[3]).sum())
 
     def values(v: Tensor) -> tuple[Tensor, ...]:
         return closure_max(v, up), closure_min(v, down), chain_rule_marginals(v, par)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -399,6 +402,18 @@ def _empty_shard_worker(rank: int, port: int, y: np.ndarray, out_dir: str) -> No
                 ConditionalWeight().fit(h, shard, process_group=dist.group.WORLD)
             except ValueError as err:
                 results[name] = str(err)
+        # the failed call keeps nothing alive (a frame <-> traceback cycle would hold the labels and the group
+        # until a garbage-collector pass, and a group destroyed only at exit aborts the process)
+        gc.disable()
+        try:
+            bad = torch.full((3, 5), 2 if rank == 0 else 0)
+            alive = weakref.ref(bad)
+            with contextlib.suppress(ValueError):  # not pytest.raises: its ExceptionInfo keeps the frames alive
+                ConditionalWeight().fit(h, bad, process_group=dist.group.WORLD)
+            del bad
+            results["labels_freed_after_error"] = alive() is None
+        finally:
+            gc.enable()
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
     finally:
         dist.destroy_process_group()
@@ -419,6 +434,7 @@ def test_distributed_empty_and_uneven_shards(dag: Hierarchy, tmp_path: Path) -> 
         assert "the label matrix is empty (0 rows on every rank)" in got["both_empty"]
     assert "column 'a' holds 2" in got_rank(tmp_path, 0)["bad_value_on_rank0"]
     assert "rank 0 of the process group could not count its labels" in got_rank(tmp_path, 1)["bad_value_on_rank0"]
+    assert got_rank(tmp_path, 0)["labels_freed_after_error"] and got_rank(tmp_path, 1)["labels_freed_after_error"]
 
 
 def got_rank(tmp_path: Path, rank: int) -> dict[str, Any]:

@@ -455,7 +455,10 @@ def _count_distributed(hierarchy: Hierarchy, labels: Any, uncertain: str | None,
     vector[3 * edges + 1 + me] = error is not None
     dist.all_reduce(vector, op=dist.ReduceOp.SUM, group=process_group)
     if error is not None:
-        raise error
+        try:
+            raise error
+        finally:  # drop the frame -> exception -> traceback -> frame cycle, which would keep the group alive
+            error = None
     failed = torch.nonzero(vector[3 * edges + 1:]).flatten().tolist()
     if failed:
         who = f"rank {failed[0]}" if len(failed) == 1 else f"ranks {failed}"
